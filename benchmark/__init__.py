@@ -1,0 +1,1 @@
+"""`python -m benchmark`: see `python -m benchmark --help`."""

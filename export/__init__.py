@@ -1,0 +1,1 @@
+"""`python -m export`: see `python -m export --help`."""

@@ -1,0 +1,1 @@
+"""`python -m submission`: see `python -m submission --help`."""

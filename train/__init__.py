@@ -1,0 +1,1 @@
+"""`python -m train`: see `python -m train --help`."""
