@@ -1,11 +1,10 @@
 """Tests of the sliCQ transform: reference parity with nsgt 0.19, exact inversion, gradients, helpers."""
 
-import types
-
 import numpy as np
 import pytest
 import torch
 
+from benchmark import reference_nsgt
 from xumx_slicq.transforms import (
     SliCQT,
     apply_phase,
@@ -32,59 +31,8 @@ def bark():
 
 @pytest.fixture(scope="module")
 def nsgt_ref():
-    """nsgt 0.19 with its numpy-2 incompatibility patched, and reference scale classes for it."""
-    import warnings
-
-    warnings.filterwarnings("ignore", message="nsgt.fft falling back")
-    import nsgt
-    import nsgt.nsgfwin_sl as nsgfwin_sl
-    from nsgt.fscale import LinScale, LogScale, MelScale, Scale
-
-    def safe_clip(a, lo, hi, out=None):
-        # nsgt clips an int array with out=itself, which numpy 2 refuses (float -> int casting)
-        res = np.clip(np.asarray(a, dtype=float), lo, hi)
-        if out is None:
-            return res
-        out[...] = res
-        return out
-
-    shim = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
-    shim.clip = safe_clip
-    nsgfwin_sl.np = shim
-
-    class BarkScale(Scale):
-        """Bark scale b(f) = 6 asinh(f / 600), Q taken numerically by nsgt's base class."""
-
-        def __init__(self, fmin, fmax, bnds):
-            Scale.__init__(self, bnds)
-            self.bmin = 6 * np.arcsinh(fmin / 600)
-            self.step = (6 * np.arcsinh(fmax / 600) - self.bmin) / (bnds - 1)
-
-        def F(self, bnd=None):
-            bnd = np.arange(self.bnds) if bnd is None else bnd
-            return 600 * np.sinh((self.bmin + bnd * self.step) / 6)
-
-    class VQLogScale(LogScale):
-        """Log-spaced centres with bandwidth f / q + gamma (the project's variable-Q definition)."""
-
-        def __init__(self, fmin, fmax, bnds, gamma):
-            LogScale.__init__(self, fmin, fmax, bnds)
-            self.gamma = gamma
-
-        def Q(self, bnd=None):
-            f = self.F(bnd)
-            return self.q * f / (f + self.gamma * self.q)
-
-    def make(scale, fbins, fmin, fmax, gamma=25.0):
-        return {
-            "bark": lambda: BarkScale(fmin, fmax, fbins),
-            "mel": lambda: MelScale(fmin, fmax, fbins),
-            "cqlog": lambda: LogScale(fmin, fmax, fbins),
-            "vqlog": lambda: VQLogScale(fmin, fmax, fbins, gamma),
-            "lin": lambda: LinScale(fmin, fmax, fbins),
-        }[scale]()
-
-    return types.SimpleNamespace(NSGT_sliced=nsgt.NSGT_sliced, make=make)
+    """nsgt 0.19 (patched for numpy 2) and the matching reference scales."""
+    return reference_nsgt.load()
 
 
 REFERENCE_CONFIGS = [
@@ -100,7 +48,7 @@ REFERENCE_CONFIGS = [
 def test_coefficients_equal_nsgt_reference(nsgt_ref, scale, fbins, fmin, fmax):
     slicqt = SliCQT(scale, fbins, fmin, fmax)
     ref = nsgt_ref.NSGT_sliced(
-        nsgt_ref.make(scale, fbins, fmin, fmax), slicqt.sllen, slicqt.trlen, 44100,
+        nsgt_ref.make_scale(scale, fbins, fmin, fmax), slicqt.sllen, slicqt.trlen, 44100,
         real=True, matrixform=False, multichannel=True,
     )
     x = np.random.default_rng(1).standard_normal((2, 47_000))

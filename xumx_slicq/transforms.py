@@ -406,13 +406,29 @@ class SliCQT(nn.Module):
         support = np.concatenate(
             [(c + _fft_offsets(int(m))) % self.sllen for c, m in zip(design.centres, lengths)]
         )
-        analysis = np.concatenate([s * g for s, g in zip(sign, design.windows)])
-        synthesis = np.concatenate(
-            [s * w * m * gd for s, w, m, gd in zip(sign, twice, lengths, design.duals)]
+        # Real signals: read the negative frequencies of a window's support from the half spectrum (rfft) as
+        # conjugates, and fold the inverse back onto the half spectrum (irfft), halving both FFTs.
+        half = self.sllen // 2
+        half_index = np.where(support <= half, support, self.sllen - support)
+        conj_sign = np.where(support > half, -1.0, 1.0)
+        per_bin = lambda values: np.concatenate(  # noqa: E731 - expand one value per bin to the support
+            [np.full(int(m), v) for v, m in zip(values, lengths)]
         )
+        analysis = per_bin(sign) * np.concatenate(design.windows)
+        # Inverse: Re(ifft(Q)) with Q the overlap-added dual-windowed spectra of DC, Nyquist and twice the proper
+        # bins (their negative-frequency mirrors are conjugates). On the half spectrum that is (Q + conj flip
+        # Q) / 2; support points at 0 and sllen/2 receive both halves.
+        synthesis = per_bin(sign * twice * lengths / 2.0) * np.concatenate(design.duals)
+        synthesis = synthesis * np.where((support == 0) | (support == half), 2.0, 1.0)
         self.register_buffer("support", torch.from_numpy(support), persistent=False)
-        self.register_buffer("analysis_window", torch.from_numpy(analysis), persistent=False)
-        self.register_buffer("synthesis_window", torch.from_numpy(synthesis), persistent=False)
+        self.register_buffer("half_index", torch.from_numpy(half_index), persistent=False)
+        # (sum_k M_k, 2) weights for (real, imaginary) parts: window, and window times the conjugation sign
+        self.register_buffer(
+            "analysis_window", torch.from_numpy(np.stack([analysis, analysis * conj_sign], -1)), persistent=False
+        )
+        self.register_buffer(
+            "synthesis_window", torch.from_numpy(np.stack([synthesis, synthesis * conj_sign], -1)), persistent=False
+        )
         self.register_buffer("slice_window", torch.from_numpy(slice_window(self.sllen, self.trlen)), persistent=False)
         self.register_buffer("frequencies", torch.from_numpy(design.frequencies), persistent=False)
         self.register_buffer("bin_lengths", torch.from_numpy(lengths.astype(np.int64)), persistent=False)
@@ -467,9 +483,11 @@ class SliCQT(nn.Module):
         padded = torch.nn.functional.pad(x, (2 * quarter, (nq + 3) * quarter - length))
         # overlapping slices, hop sllen/2: (nb_samples, nb_channels, nb_slices, sllen) (a view)
         slices = padded.unfold(-1, self.sllen, half) * self.slice_window.to(x.dtype)
-        spectrum = torch.fft.fft(slices, dim=-1)  # (nb_samples, nb_channels, nb_slices, sllen)
-        # every bin's window support, all bins side by side: (nb_samples, nb_channels, nb_slices, sum_k M_k)
-        coefs = spectrum[..., self.support] * self.analysis_window.to(x.dtype)
+        spectrum = torch.fft.rfft(slices, dim=-1)  # (nb_samples, nb_channels, nb_slices, sllen/2 + 1)
+        # every bin's window support, all bins side by side: (nb_samples, nb_channels, nb_slices, sum_k M_k);
+        # as (real, imaginary) pairs (..., sum_k M_k, 2) to conjugate the negative frequencies while windowing
+        coefs = torch.view_as_real(spectrum[..., self.half_index]) * self.analysis_window.to(x.dtype)
+        coefs = torch.view_as_complex(coefs)
         s = slices.shape[2]
         out = []
         for b, blk in enumerate(self.blocks):
@@ -504,13 +522,14 @@ class SliCQT(nn.Module):
             parts.append(c.transpose(-3, -2).reshape(*lead, s, blk.nb_bins * blk.T))  # (..., S, nb_b * T_b)
         support = torch.cat(parts, dim=-1)  # (..., nb_slices, sum_k M_k)
         real_dtype = support.real.dtype
-        support = support * self.synthesis_window.to(real_dtype)
-        # overlap-add every window into its slice spectrum; index_add along dim 0 of a (sllen, rows) matrix
-        rows = support.reshape(-1, support.shape[-1]).transpose(0, 1)  # (sum_k M_k, prod(lead) * S)
-        spectrum = rows.new_zeros((self.sllen, rows.shape[1]))
-        spectrum = spectrum.index_add(0, self.support, rows)  # (sllen, prod(lead) * S)
-        spectrum = spectrum.transpose(0, 1).reshape(*lead, s, self.sllen)  # (..., nb_slices, sllen)
-        slices = torch.fft.ifft(spectrum, dim=-1).real  # (..., nb_slices, sllen)
+        # dual windows, and conjugation of the points that fold from negative onto positive frequencies
+        support = torch.view_as_complex(torch.view_as_real(support) * self.synthesis_window.to(real_dtype))
+        # overlap-add every window into its slice's half spectrum, as index_add along dim 0 of (freq, rows)
+        rows = support.reshape(-1, support.shape[-1]).transpose(0, 1)  # (sum_k M_k, prod(lead) * nb_slices)
+        spectrum = rows.new_zeros((self.sllen // 2 + 1, rows.shape[1]))
+        spectrum = spectrum.index_add(0, self.half_index, rows)  # (sllen/2 + 1, prod(lead) * nb_slices)
+        spectrum = spectrum.transpose(0, 1).reshape(*lead, s, self.sllen // 2 + 1)  # (..., nb_slices, freq)
+        slices = torch.fft.irfft(spectrum, n=self.sllen, dim=-1)  # (..., nb_slices, sllen)
         # overlap-add the slices (hop sllen/2, no synthesis window), then drop the two quarters of front padding
         signal = overlap_add(slices)[..., self.sllen // 2 :]
         if signal.shape[-1] < length:
