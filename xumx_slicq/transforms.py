@@ -511,24 +511,23 @@ class SliCQT(nn.Module):
             raise ValueError(f"expected {len(self.blocks)} blocks, got {len(blocks)}")
         lead = blocks[0].shape[:-3]  # (..., nb_samples, nb_channels)
         s = blocks[0].shape[-2]
-        parts = []
-        for blk, c in zip(self.blocks, blocks):
+        real_dtype = blocks[0].real.dtype
+        window = self.synthesis_window.to(real_dtype)  # (sum_k M_k, 2)
+        spectrum = blocks[0].new_zeros((*lead, s, self.sllen // 2 + 1))  # (..., nb_slices, sllen/2 + 1)
+        for b, (blk, c) in enumerate(zip(self.blocks, blocks)):
             if tuple(c.shape[-3:]) != (blk.nb_bins, s, blk.T) or c.shape[:-3] != lead:
                 raise ValueError(
                     f"block with first bin {blk.first_bin} should have shape {(*lead, blk.nb_bins, s, blk.T)}, "
                     f"got {tuple(c.shape)}"
                 )
-            c = torch.fft.fft(c, dim=-1)  # back to the window's frequency support
-            parts.append(c.transpose(-3, -2).reshape(*lead, s, blk.nb_bins * blk.T))  # (..., S, nb_b * T_b)
-        support = torch.cat(parts, dim=-1)  # (..., nb_slices, sum_k M_k)
-        real_dtype = support.real.dtype
-        # dual windows, and conjugation of the points that fold from negative onto positive frequencies
-        support = torch.view_as_complex(torch.view_as_real(support) * self.synthesis_window.to(real_dtype))
-        # overlap-add every window into its slice's half spectrum, as index_add along dim 0 of (freq, rows)
-        rows = support.reshape(-1, support.shape[-1]).transpose(0, 1)  # (sum_k M_k, prod(lead) * nb_slices)
-        spectrum = rows.new_zeros((self.sllen // 2 + 1, rows.shape[1]))
-        spectrum = spectrum.index_add(0, self.half_index, rows)  # (sllen/2 + 1, prod(lead) * nb_slices)
-        spectrum = spectrum.transpose(0, 1).reshape(*lead, s, self.sllen // 2 + 1)  # (..., nb_slices, freq)
+            # back to each window's frequency support, slices first: (..., nb_slices, nb_bins_b, T_b)
+            c = torch.fft.fft(c.transpose(-3, -2), dim=-1)
+            c = c.reshape(*lead, s, blk.nb_bins * blk.T)  # bins side by side: (..., nb_slices, nb_bins_b * T_b)
+            lo, hi = self._offsets[b], self._offsets[b + 1]
+            # dual windows, and conjugation of the points that fold from negative onto positive frequencies
+            c = torch.view_as_complex(torch.view_as_real(c) * window[lo:hi])
+            # overlap-add the windows into the slices' half spectra
+            spectrum.index_add_(-1, self.half_index[lo:hi], c)
         slices = torch.fft.irfft(spectrum, n=self.sllen, dim=-1)  # (..., nb_slices, sllen)
         # overlap-add the slices (hop sllen/2, no synthesis window), then drop the two quarters of front padding
         signal = overlap_add(slices)[..., self.sllen // 2 :]
