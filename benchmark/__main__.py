@@ -1,0 +1,51 @@
+"""``python -m benchmark <subcommand>``: speed, quality and data benchmarks of xumx-sliCQ.
+
+Each subcommand is a module of this package with its own ``--help``; figures are printed and written as
+JSON/CSV (default folder ``benchmark/results``).
+"""
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+# subcommand -> (module, one-line description); modules that do not exist yet are listed as coming
+SUBCOMMANDS = {
+    "transform": ("benchmark.transform_speed", "sliCQT forward+inverse vs nsgt 0.19 vs torch STFT"),
+    "wiener": ("benchmark.wiener_speed", "Wiener-EM on the sliCQ matrix: torch vs numba"),
+    "data": ("benchmark.data_throughput", "training data loader throughput (samples/s)"),
+    "evaluate": ("benchmark.evaluate", "museval BSS-eval + MDX SDR of a folder of estimates"),
+    "oracles": ("benchmark.oracles", "oracle estimates (IRM, mix-phase STFT/sliCQ) as ceilings and floors"),
+    "boxplot": ("benchmark.boxplot", "the standard BSS-eval boxplot figure"),
+    "speed": ("benchmark.speed", "separation time and memory vs UMX / X-UMX"),
+    "search": ("benchmark.search", "random search over sliCQ parameters by mix-phase oracle SDR"),
+}
+
+
+def _available(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    lines = [f"  {name:<10} {desc}{'' if _available(mod) else '  (coming)'}" for name, (mod, desc) in SUBCOMMANDS.items()]
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark",
+        description=__doc__ + "\nsubcommands:\n" + "\n".join(lines),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("subcommand", choices=sorted(SUBCOMMANDS), help="what to benchmark")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the subcommand (see its --help)")
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    ns = parser.parse_args(argv[:1])
+    module = SUBCOMMANDS[ns.subcommand][0]
+    if not _available(module):
+        print(f"error: `{ns.subcommand}` is not implemented yet", file=sys.stderr)
+        return 2
+    return importlib.import_module(module).main(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
