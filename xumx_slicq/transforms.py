@@ -646,8 +646,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         stft_freqs = np.fft.rfftfreq(4096, 1 / rate)
         axes[1].pcolormesh(np.linspace(0, duration, stft.shape[1]), stft_freqs, stft,
                            vmin=vmax - 90, vmax=vmax, cmap="magma", shading="auto")
-        axes[1].set_yscale("symlog", linthresh=200)
-        axes[1].set_ylim(20, rate / 2)
+        axes[1].set_yscale("log")
+        axes[1].set_ylim(max(args.fmin, stft_freqs[1]), rate / 2)
         axes[1].set_title("STFT magnitude (4096 / 1024)")
         axes[1].set_ylabel("frequency (Hz)")
         for ax in axes:

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set everything up on a fresh machine and run the main job on the bundled demo data:
+#   1. install apt packages, .venv and pinned requirements (scripts/install.sh)
+#   2. generate the demo songs data/test/<song>/{mixture,drums,bass,other,vocals}.wav (deterministic, seed 2026)
+#   3. run the main job on them (now: the sliCQ transform demo, a figure per song under out/demo/)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+PY=.venv/bin/python
+if ! ls data/test/*/mixture.wav >/dev/null 2>&1; then
+    echo "[demo] generating the demo set in data/test (3 songs x 30 s)"
+    $PY -m train.synth --out data --train 0 --test 3 --seconds 30 --seed 2026
+fi
+mkdir -p out/demo
+for mix in data/test/*/mixture.wav; do
+    song="$(basename "$(dirname "$mix")")"
+    echo "[demo] $song"
+    $PY -m xumx_slicq.transforms "$mix" --plot "out/demo/${song}_slicq.png"
+done
+echo "[demo] done: figures in out/demo/"
