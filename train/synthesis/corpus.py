@@ -1,0 +1,133 @@
+"""Corpus generation: many songs in parallel, written atomically in MUSDB18-HQ layout.
+
+    out/{train,test}/<track>/{mixture,drums,bass,other,vocals}.wav   44.1 kHz, stereo, 16-bit PCM
+    out/{train,test}/<track>/song.json                               the song's plan and mix settings
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile as sf
+from tqdm import tqdm
+
+from train.synthesis.song import GENERATOR_VERSION, STEMS, render_song
+
+SAMPLE_RATE = 44100
+FILES = ("mixture",) + STEMS
+
+
+def track_name(split: str, index: int) -> str:
+    """Stable, readable folder name of a track, e.g. 'synth_test_0002'."""
+    return f"synth_{split}_{index:04d}"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One track to make."""
+
+    out: str
+    split: str
+    index: int
+    seconds: float
+    seed: int
+
+
+def _write_wav_atomic(path: Path, data) -> None:
+    """Write int16 (nb_samples, 2) audio as 16-bit PCM WAV via a temporary file in the same folder."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    sf.write(str(tmp), data, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    os.replace(tmp, path)
+
+
+def _is_complete(folder: Path, task: Task) -> bool:
+    """True when `folder` already holds this exact track (same seed/duration/version) with all its files."""
+    meta_path = folder / "song.json"
+    if not meta_path.is_file() or not all((folder / f"{n}.wav").is_file() for n in FILES):
+        return False
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return (meta.get("seed"), meta.get("split"), meta.get("index"), meta.get("seconds"),
+            meta.get("generator_version")) == (task.seed, task.split, task.index, task.seconds, GENERATOR_VERSION)
+
+
+def make_track(task: Task, resume: bool = True) -> tuple[str, float, bool]:
+    """Render and write one track; returns (relative folder, seconds spent, skipped?)."""
+    folder = Path(task.out) / task.split / track_name(task.split, task.index)
+    rel = f"{task.split}/{folder.name}"
+    if resume and _is_complete(folder, task):
+        return rel, 0.0, True
+    start = time.perf_counter()
+    audio, meta = render_song(task.seed, task.split, task.index, task.seconds)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "song.json").unlink(missing_ok=True)  # written last: marks the folder complete
+    for name in FILES:
+        _write_wav_atomic(folder / f"{name}.wav", audio[name])
+    tmp = folder / ".song.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
+    os.replace(tmp, folder / "song.json")
+    return rel, time.perf_counter() - start, False
+
+
+def _worker(args: tuple[Task, bool]) -> tuple[str, float, bool]:
+    """Pool entry point (module level so it pickles)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    return make_track(*args)
+
+
+def generate_corpus(out: str | Path, nb_train: int, nb_test: int, seconds: float, seed: int, jobs: int = 1,
+                    resume: bool = True, progress: bool = True) -> dict:
+    """Generate a corpus of `nb_train` + `nb_test` songs of `seconds` seconds each under `out`.
+
+    Args:
+        out: output root (created).
+        nb_train, nb_test: number of tracks per split.
+        seconds: duration of every track (exact to the sample).
+        seed: corpus seed; the same seed gives byte-identical files whatever `jobs` is.
+        jobs: worker processes (tracks are rendered in parallel, one per process).
+        resume: skip tracks already complete in `out` with the same parameters.
+        progress: show a tqdm progress bar.
+    Returns:
+        Summary dict: tracks made/skipped, wall-clock seconds, audio seconds, speed (x real time).
+    """
+    if nb_train < 0 or nb_test < 0 or nb_train + nb_test == 0:
+        raise ValueError(f"need a positive number of tracks, got train={nb_train}, test={nb_test}")
+    if seconds <= 0:
+        raise ValueError(f"--seconds must be positive, got {seconds}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = [Task(str(out), "train", i, float(seconds), seed) for i in range(nb_train)]
+    tasks += [Task(str(out), "test", i, float(seconds), seed) for i in range(nb_test)]
+    jobs = max(1, min(jobs, len(tasks)))
+    start = time.perf_counter()
+    made = skipped = 0
+    bar = tqdm(total=len(tasks), unit="track", desc="synth", disable=not progress)
+    if jobs == 1:
+        results = (make_track(t, resume) for t in tasks)
+        pool = None
+    else:
+        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+        pool = context.Pool(jobs)
+        results = pool.imap_unordered(_worker, [(t, resume) for t in tasks])
+    try:
+        for rel, _, was_skipped in results:
+            skipped += was_skipped
+            made += not was_skipped
+            bar.set_postfix_str(rel)
+            bar.update(1)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.close()
+            pool.join()
+    wall = time.perf_counter() - start
+    audio = made * seconds
+    return {"made": made, "skipped": skipped, "wall_seconds": round(wall, 2), "audio_seconds": audio,
+            "x_real_time": round(audio / wall, 2) if made else None, "jobs": jobs}
