@@ -1,0 +1,129 @@
+"""Saving and loading models: ``<model_dir>/<name>.pth`` (weights) + ``<model_dir>/<name>.json`` (how to rebuild).
+
+The JSON holds ``{"arch": ..., "config": model.get_config(), ...}`` plus whatever the trainer adds (training
+arguments, history, best epoch, data description, git commit). Every file is written atomically (temporary
+file in the same folder, then ``os.replace``), so a crash never leaves a half-written checkpoint.
+
+Architectures: ``xumx-slicq`` (files ``xumx_slicq.*``), ``umx`` (``umx.*``) and ``xumx`` (``xumx.*``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pathlib
+import tempfile
+from typing import Any, Dict, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+PathLike = Union[str, os.PathLike]
+
+#: architecture name -> file stem
+ARCH_FILES = {"xumx-slicq": "xumx_slicq", "umx": "umx", "xumx": "xumx"}
+
+#: the shipped model (see README); ``None`` wherever a model directory is asked for means this one
+DEFAULT_MODEL_DIR = pathlib.Path(__file__).resolve().parent.parent / "pretrained-model"
+
+
+def build_model(arch: str, config: Optional[Dict[str, Any]] = None) -> nn.Module:
+    """An untrained model of architecture ``arch`` from its construction arguments."""
+    if arch == "xumx-slicq":
+        from .model import XUMXSliCQ
+
+        return XUMXSliCQ(**(config or {}))
+    if arch in ("umx", "xumx"):
+        from .baselines import build_baseline
+
+        return build_baseline(arch, config)
+    raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCH_FILES)}")
+
+
+def write_and_rename(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file next to it, fsync, then rename over it."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def torch_save_atomic(obj: Any, path: PathLike) -> None:
+    """``torch.save`` with :func:`write_and_rename` semantics."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_and_rename(path, buffer.getvalue())
+
+
+def json_save_atomic(obj: Any, path: PathLike) -> None:
+    """``json.dump`` (indented, UTF-8) with :func:`write_and_rename` semantics."""
+    write_and_rename(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+def save_model(model: nn.Module, model_dir: PathLike, arch: str, **meta: Any) -> pathlib.Path:
+    """Write ``<model_dir>/<name>.pth`` and ``<name>.json``; returns the JSON path.
+
+    ``meta`` is stored in the JSON next to ``arch`` and ``config`` (training args, history, ...).
+    """
+    if arch not in ARCH_FILES:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCH_FILES)}")
+    model_dir = pathlib.Path(model_dir)
+    stem = ARCH_FILES[arch]
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch_save_atomic(state, model_dir / f"{stem}.pth")
+    json_path = model_dir / f"{stem}.json"
+    json_save_atomic({"arch": arch, "config": model.get_config(), **meta}, json_path)
+    return json_path
+
+
+def find_model(model_dir: Optional[PathLike] = None, arch: Optional[str] = None) -> Tuple[str, pathlib.Path]:
+    """The architecture and JSON path of the model in ``model_dir`` (default: the shipped model).
+
+    With several models in the folder, ``arch`` picks one (xumx-slicq is preferred otherwise).
+    """
+    model_dir = pathlib.Path(DEFAULT_MODEL_DIR if model_dir is None else model_dir)
+    if not model_dir.is_dir():
+        hint = " (the shipped model is not there: train one with `python -m train`)" if model_dir == DEFAULT_MODEL_DIR else ""
+        raise FileNotFoundError(f"model folder {model_dir} does not exist{hint}")
+    archs = [arch] if arch else list(ARCH_FILES)
+    for a in archs:
+        if a not in ARCH_FILES:
+            raise ValueError(f"unknown architecture {a!r}; expected one of {', '.join(ARCH_FILES)}")
+        path = model_dir / f"{ARCH_FILES[a]}.json"
+        if path.is_file():
+            return a, path
+    wanted = ", ".join(f"{ARCH_FILES[a]}.json" for a in archs)
+    raise FileNotFoundError(f"no model in {model_dir}: expected {wanted} next to its .pth")
+
+
+def load_model(
+    model_dir: Optional[PathLike] = None, arch: Optional[str] = None, device: Union[str, torch.device] = "cpu"
+) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Rebuild a saved model in eval mode; returns ``(model, meta)`` where ``meta`` is the JSON content."""
+    arch, json_path = find_model(model_dir, arch)
+    try:
+        meta = json.loads(json_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{json_path}: unreadable model description: {exc}") from exc
+    if meta.get("arch", arch) != arch:
+        raise ValueError(f"{json_path}: says arch {meta.get('arch')!r}, expected {arch!r}")
+    weights = json_path.with_suffix(".pth")
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: weights missing next to {json_path.name}")
+    model = build_model(arch, meta.get("config"))
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as exc:  # noqa: BLE001 - name the file whatever went wrong
+        raise ValueError(f"{weights}: cannot load weights into {arch} model: {exc}") from exc
+    return model.to(device).eval(), meta

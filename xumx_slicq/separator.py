@@ -1,0 +1,422 @@
+"""Inference: mixture waveform in, one waveform per target out, for songs of any length in bounded memory.
+
+Data flows one way::
+
+    audio -> SliCQT -> |.| -> model (estimates) -> Wiener-EM (or mixture phase) -> SliCQT.inverse -> stems
+
+Long songs go through :func:`chunked_apply`, the one place that knows about chunks: segments of
+``chunk_seconds`` with ``context_seconds`` of extra input on each side, aligned to the sliCQ slice grid, and
+linear cross-fades of ``context_seconds`` centred on the segment boundaries. Memory depends on the chunk
+length, not on the song: :meth:`Separator.separate_file` streams from and to disk, so even its output never
+sits in memory whole.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import tempfile
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .transforms import SliCQT, apply_phase
+
+PathLike = Union[str, os.PathLike]
+SAMPLE_RATE = 44100
+WIENER_BACKENDS = ("torch", "numba", "off")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Chunking (the only place that knows about segments, context and cross-fades)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def chunk_plan(length: int, segment: int, fade: int) -> List[Tuple[int, int]]:
+    """Output ranges ``[(start, stop), ...]`` of consecutive segments covering ``[0, length)``.
+
+    Segments are ``segment`` samples long; a last segment shorter than ``fade`` is merged into the previous one
+    so every boundary has room for its cross-fade.
+    """
+    if length <= 0:
+        return []
+    if segment < max(fade, 1):
+        raise ValueError(f"segment ({segment} samples) must be at least the cross-fade ({fade} samples)")
+    starts = list(range(0, length, segment))
+    if len(starts) > 1 and length - starts[-1] < fade:
+        starts.pop()
+    return [(a, starts[i + 1] if i + 1 < len(starts) else length) for i, a in enumerate(starts)]
+
+
+def chunked_apply(
+    process: Callable[[Tensor], Tensor],
+    read: Callable[[int, int], Tensor],
+    length: int,
+    segment: int,
+    context: int,
+    fade: int,
+) -> Iterator[Tuple[int, int, Tensor]]:
+    """Apply ``process`` segment by segment with context and cross-fades; yield finished output in order.
+
+    Args:
+        process: maps input ``(..., nb_channels, n)`` to output ``(..., nb_targets, nb_channels, n)`` of the same
+            number of samples ``n``.
+        read: ``read(start, stop)`` returns input samples ``[start, stop)`` as ``(..., nb_channels, stop - start)``,
+            zeros outside ``[0, length)``.
+        length: samples of the whole signal.
+        segment: output samples per segment.
+        context: extra input samples on both sides of a segment (must be >= fade / 2 + the model's reach).
+        fade: length of the linear cross-fade centred on every boundary between two segments.
+
+    Yields:
+        ``(start, stop, output)`` with ``output`` ``(..., nb_targets, nb_channels, stop - start)``; the pieces
+        tile ``[0, length)`` in order. Cross-fade weights of neighbouring segments sum to one, so if ``process`` is
+        exact away from its input's edges, the result equals processing the whole signal at once.
+    """
+    if context < fade // 2:
+        raise ValueError(f"context ({context}) must be at least half the cross-fade ({fade})")
+    half = fade // 2
+    fade = 2 * half
+    plan = chunk_plan(length, segment, fade)
+    ramp: Optional[Tensor] = None
+    carry: Optional[Tensor] = None  # weighted output of the previous segment over [a - half, a + half)
+    for i, (a, b) in enumerate(plan):
+        first, last = i == 0, i == len(plan) - 1
+        y = process(read(a - context, b + context))  # covers [a - context, b + context)
+        u0 = a if first else a - half
+        u1 = b if last else b + half
+        piece = y[..., u0 - (a - context) : u1 - (a - context)]
+        if fade and (not first or not last):
+            if ramp is None or ramp.dtype != piece.dtype or ramp.device != piece.device:
+                # linear ramp 0 -> 1 sampled at the centre of each sample: up + down sums to one
+                ramp = (torch.arange(fade, dtype=piece.dtype, device=piece.device) + 0.5) / fade
+            piece = piece.clone()
+            if not first:
+                piece[..., :fade] *= ramp
+                piece[..., :fade] += carry
+            if not last:
+                piece[..., -fade:] *= 1 - ramp
+        if last:
+            yield u0, u1, piece
+        else:
+            yield u0, b - half, piece[..., : b - half - u0]
+            carry = piece[..., b - half - u0 :]
+
+
+def _tensor_reader(x: Tensor) -> Callable[[int, int], Tensor]:
+    """``read(start, stop)`` over a tensor ``(..., nb_timesteps)``, zero-padded outside it."""
+    length = x.shape[-1]
+
+    def read(start: int, stop: int) -> Tensor:
+        lo, hi = max(start, 0), min(stop, length)
+        part = x[..., lo:hi] if hi > lo else x[..., :0]
+        return torch.nn.functional.pad(part, (lo - start, stop - start - (hi - lo) - (lo - start)))
+
+    return read
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Wiener-EM on the ragged sliCQ
+# --------------------------------------------------------------------------------------------------------------
+
+
+def wiener_blocks(
+    estimates: Sequence[Tensor],
+    mixture: Sequence[Tensor],
+    backend: str = "torch",
+    iterations: int = 1,
+    softmask: bool = False,
+    residual: bool = False,
+    scale_factor: float = 10.0,
+    eps: float = 1e-10,
+) -> List[Tensor]:
+    """Wiener-EM block by block, each block's slices x T flattened into frames (no zero padding at all).
+
+    This is the memory-lean equivalent of :func:`xumx_slicq.filtering.wiener_matrix` on the padded matrix with
+    one window: per block, the frames are the block's own coefficients and the bins (of all samples) are
+    independent problems.
+
+    Args:
+        estimates: magnitude blocks ``(nb_samples, nb_targets, nb_channels, nb_bins_b, nb_slices, T_b)``.
+        mixture: complex blocks ``(nb_samples, nb_channels, nb_bins_b, nb_slices, T_b)``.
+        backend: ``"torch"`` or ``"numba"``.
+    Returns:
+        complex blocks ``(nb_samples, nb_targets (+1 with residual), nb_channels, nb_bins_b, nb_slices, T_b)``.
+    """
+    from . import filtering
+
+    out = []
+    for est, mix in zip(estimates, mixture):
+        nb_samples, nb_targets, nb_channels, nb_bins, nb_slices, t = est.shape
+        # (nb_samples, nb_channels, nb_bins, S, T) -> (S, T, nb_samples, nb_bins, nb_channels) -> frames x bins
+        m = mix.permute(3, 4, 0, 2, 1).reshape(nb_slices * t, nb_samples * nb_bins, nb_channels)
+        # (nb_samples, J, nb_channels, nb_bins, S, T) -> (S, T, nb_samples, nb_bins, nb_channels, J)
+        v = est.permute(4, 5, 0, 3, 2, 1).reshape(nb_slices * t, nb_samples * nb_bins, nb_channels, nb_targets)
+        kwargs = dict(iterations=iterations, softmask=softmask, residual=residual, scale_factor=scale_factor, eps=eps)
+        if backend == "numba":
+            y = torch.from_numpy(filtering.wiener_numba(v.cpu().numpy(), m.cpu().numpy(), **kwargs)).to(mix.device)
+        else:
+            y = filtering.wiener(v, m, **kwargs)
+        nb_out = y.shape[-1]
+        # (S*T, nb_samples*nb_bins, C, J') -> (S, T, nb_samples, nb_bins, C, J') -> (nb_samples, J', C, nb_bins, S, T)
+        y = y.reshape(nb_slices, t, nb_samples, nb_bins, nb_channels, nb_out).permute(2, 5, 4, 3, 0, 1)
+        out.append(y)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The separator
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _hop_multiple(seconds: float, hop: int, minimum: int = 1) -> int:
+    return max(minimum, int(round(seconds * SAMPLE_RATE / hop))) * hop
+
+
+class Separator(nn.Module):
+    """Chunked, bounded-memory separation with a trained model.
+
+    Args:
+        model: an ``XUMXSliCQ`` (sliCQ magnitudes in, estimates out) or a UMX / X-UMX baseline.
+        niter: Wiener-EM iterations (0: the estimates take the mixture's phase, or soft masks with ``softmask``).
+        softmask: initialise Wiener-EM from ratio masks instead of magnitudes x mixture phase.
+        residual: add a ``residual`` target (mixture minus the others).
+        wiener: ``"torch"``, ``"numba"`` or ``"off"`` (same as ``niter=0``).
+        chunk_seconds: output seconds per segment (memory grows with it, not with the song).
+        context_seconds: extra input on each side of a segment and cross-fade length.
+        device: where to run (default: the model's device).
+
+    ``forward`` maps ``(nb_samples, nb_channels, nb_timesteps)`` at 44.1 kHz (1 or 2 channels) to
+    ``(nb_samples, nb_targets, nb_channels, nb_timesteps)``, exactly the input length.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        niter: int = 1,
+        softmask: bool = False,
+        residual: bool = False,
+        wiener: str = "torch",
+        chunk_seconds: float = 30.0,
+        context_seconds: float = 3.0,
+        device: Optional[Union[str, torch.device]] = None,
+    ):
+        super().__init__()
+        if wiener not in WIENER_BACKENDS:
+            raise ValueError(f"wiener must be one of {', '.join(WIENER_BACKENDS)}, got {wiener!r}")
+        if niter < 0:
+            raise ValueError(f"niter must be >= 0, got {niter}")
+        self.model = model.eval()
+        self.niter = 0 if wiener == "off" else int(niter)
+        self.wiener = wiener if self.niter > 0 else "off"
+        self.softmask, self.residual = bool(softmask), bool(residual)
+        self.is_slicq = hasattr(model, "slicq_config")
+        if self.is_slicq:
+            self.slicqt = SliCQT(**model.slicq_config)
+            hop = self.slicqt.sllen // 2  # segments aligned to the slice grid keep slices identical
+        else:
+            self.slicqt = None
+            hop = 1024  # STFT hop of the baselines
+        self.segment = _hop_multiple(chunk_seconds, hop)
+        self.context = _hop_multiple(context_seconds, hop)
+        self.fade = 2 * (self.context // 2)
+        self.nb_channels = int(getattr(model, "nb_channels", 2))
+        if device is not None:
+            self.to(device)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def targets(self) -> List[str]:
+        """Names of the output targets, in output order."""
+        return list(self.model.targets) + (["residual"] if self.residual else [])
+
+    # ----------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def separate_segment(self, x: Tensor) -> Tensor:
+        """Separate one piece in one go: ``(nb_samples, nb_channels, n)`` -> ``(nb_samples, nb_targets,
+        nb_channels, n)``. Memory grows with ``n``: use :meth:`forward` for whole songs."""
+        x = x.to(self.device)
+        if not self.is_slicq:
+            return self.model.separate(x, niter=self.niter, softmask=self.softmask, residual=self.residual)
+        mix = self.slicqt(x)  # blocks (nb_samples, nb_channels, nb_bins_b, nb_slices, T_b)
+        estimates = self.model([b.abs() for b in mix])  # (nb_samples, nb_targets, nb_channels, ...)
+        if self.wiener == "off" and not (self.softmask or self.residual):
+            out = apply_phase(estimates, mix)
+        else:
+            out = wiener_blocks(estimates, mix, backend="torch" if self.wiener == "off" else self.wiener,
+                                iterations=self.niter, softmask=self.softmask, residual=self.residual)
+        return self.slicqt.inverse(out, x.shape[-1])
+
+    def _prepare(self, x: Tensor) -> Tuple[Tensor, int]:
+        if x.dim() != 3:
+            raise ValueError(f"expected audio (nb_samples, nb_channels, nb_timesteps), got {tuple(x.shape)}")
+        channels = x.shape[1]
+        if channels == 1 and self.nb_channels == 2:
+            x = x.expand(-1, 2, -1)  # mono: duplicate to stereo, average back at the end
+        elif channels != self.nb_channels:
+            raise ValueError(f"the model separates {self.nb_channels}-channel audio; got {channels} channels")
+        return x.float(), channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Separate whole songs.
+
+        Args:
+            x: mixture ``(nb_samples, nb_channels, nb_timesteps)`` at 44.1 kHz, mono or stereo.
+        Returns:
+            ``(nb_samples, nb_targets, nb_channels, nb_timesteps)`` float32 on the CPU, same length and channels.
+        """
+        x, channels = self._prepare(x)
+        length = x.shape[-1]
+        out = torch.zeros(x.shape[0], len(self.targets), x.shape[1], length)
+        for start, stop, piece in chunked_apply(self.separate_segment, _tensor_reader(x), length,
+                                                self.segment, self.context, self.fade):
+            out[..., start:stop] = piece.cpu()
+        if channels == 1 and x.shape[1] == 2:
+            out = out.mean(dim=2, keepdim=True)
+        return out
+
+    # ----------------------------------------------------------------------------------------------------------
+    def separate_file(self, mixture_path: PathLike, output_dir: PathLike, subtype: str = "PCM_16") -> Dict[str, pathlib.Path]:
+        """Stream a 44.1 kHz file through the separator into ``output_dir/<target>.wav`` (same length, channels).
+
+        Reads segment by segment and writes every stem to a temporary file renamed at the end, so memory stays
+        flat in song length and a crash never leaves a partial stem behind. Files at other rates are resampled
+        in memory first (not streamed).
+        """
+        import soundfile as sf
+
+        mixture_path, output_dir = pathlib.Path(mixture_path), pathlib.Path(output_dir)
+        try:
+            info = sf.info(str(mixture_path))
+        except Exception as exc:  # noqa: BLE001
+            raise ValueError(f"{mixture_path}: cannot read audio: {exc}") from exc
+        if info.frames == 0:
+            raise ValueError(f"{mixture_path}: holds no samples")
+        if info.channels not in (1, 2):
+            raise ValueError(f"{mixture_path}: {info.channels} channels; expected mono or stereo")
+        output_dir.mkdir(parents=True, exist_ok=True)
+        finals = {t: output_dir / f"{t}.wav" for t in self.targets}
+        temps = {}
+        writers = {}
+        try:
+            for t, final in finals.items():
+                fd, tmp = tempfile.mkstemp(prefix=f".{t}.", suffix=".wav.tmp", dir=output_dir)
+                os.close(fd)
+                temps[t] = tmp
+                writers[t] = sf.SoundFile(tmp, "w", samplerate=info.samplerate, channels=info.channels,
+                                          subtype=subtype, format="WAV")
+            if info.samplerate == SAMPLE_RATE:
+                self._stream(mixture_path, info, writers)
+            else:
+                audio, _ = sf.read(str(mixture_path), dtype="float32", always_2d=True)
+                stems = separate_array(self, audio, info.samplerate)
+                for t in self.targets:
+                    writers[t].write(stems[t])
+            for w in writers.values():
+                w.close()
+            for t, final in finals.items():
+                os.replace(temps[t], final)
+        finally:
+            for w in writers.values():
+                if not w.closed:
+                    w.close()
+            for tmp in temps.values():
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        return finals
+
+    def _stream(self, path: pathlib.Path, info, writers) -> None:
+        import soundfile as sf
+
+        length = info.frames
+        with sf.SoundFile(str(path)) as f:
+
+            def read(start: int, stop: int) -> Tensor:
+                lo, hi = max(start, 0), min(stop, length)
+                f.seek(lo)
+                data = f.read(hi - lo, dtype="float32", always_2d=True)  # (n, nb_channels)
+                block = np.zeros((stop - start, info.channels), dtype=np.float32)
+                block[lo - start : lo - start + len(data)] = data
+                x = torch.from_numpy(block.T.copy())[None]  # (1, nb_channels, n)
+                return self._prepare(x)[0]
+
+            for _, _, piece in chunked_apply(self.separate_segment, read, length, self.segment, self.context,
+                                             self.fade):
+                piece = piece[0].cpu()  # (nb_targets, nb_channels, n)
+                if info.channels == 1:
+                    piece = piece.mean(dim=1, keepdim=True)
+                for j, t in enumerate(self.targets):
+                    writers[t].write(piece[j].T.numpy())  # (n, nb_channels)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading and the numpy-facing API
+# --------------------------------------------------------------------------------------------------------------
+
+
+def load_separator(model_dir: Optional[PathLike] = None, arch: Optional[str] = None, **options) -> Separator:
+    """Rebuild a :class:`Separator` from a saved model folder (default: the shipped ``pretrained-model/``).
+
+    ``options`` are :class:`Separator` arguments (``niter``, ``wiener``, ``chunk_seconds``, ``device``, ...).
+    """
+    from .checkpoint import load_model
+
+    device = options.pop("device", None) or "cpu"
+    model, _ = load_model(model_dir, arch=arch, device=device)
+    return Separator(model, device=device, **options)
+
+
+def _resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Polyphase resampling along axis 0 (scipy), ``(nb_timesteps, nb_channels)``."""
+    if rate_in == rate_out:
+        return audio
+    from scipy.signal import resample_poly
+
+    g = math.gcd(int(rate_in), int(rate_out))
+    return resample_poly(audio, rate_out // g, rate_in // g, axis=0).astype(np.float32)
+
+
+def separate_array(separator: Separator, audio: np.ndarray, rate: int) -> Dict[str, np.ndarray]:
+    """Separate a numpy array laid out as soundfile returns it.
+
+    Args:
+        audio: ``(nb_timesteps, nb_channels)`` or 1-D (mono), any rate.
+        rate: its sampling rate.
+    Returns:
+        ``{target: array}``, each in the input's layout, length and rate.
+    """
+    audio = np.asarray(audio)
+    if audio.ndim not in (1, 2) or audio.size == 0:
+        raise ValueError(f"audio must be a non-empty (nb_timesteps, nb_channels) or 1-D array, got {audio.shape}")
+    if not np.issubdtype(audio.dtype, np.floating):
+        raise TypeError(f"audio must be floating point (as soundfile returns it), got {audio.dtype}")
+    if not np.all(np.isfinite(audio)):
+        raise ValueError("audio contains NaN or infinite values")
+    mono_1d = audio.ndim == 1
+    x = audio[:, None] if mono_1d else audio
+    length = x.shape[0]
+    x44 = _resample(x.astype(np.float32), rate, SAMPLE_RATE)
+    tensor = torch.from_numpy(np.ascontiguousarray(x44.T))[None]  # (1, nb_channels, nb_timesteps)
+    out = separator(tensor)[0].numpy()  # (nb_targets, nb_channels, nb_timesteps)
+    stems = {}
+    for j, target in enumerate(separator.targets):
+        y = _resample(out[j].T, SAMPLE_RATE, rate)  # (nb_timesteps, nb_channels)
+        if y.shape[0] < length:
+            y = np.pad(y, ((0, length - y.shape[0]), (0, 0)))
+        y = y[:length].astype(audio.dtype if audio.dtype in (np.float32, np.float64) else np.float32)
+        stems[target] = y[:, 0] if mono_1d else y
+    return stems
+
+
+def separate(audio: np.ndarray, rate: int, model_dir: Optional[PathLike] = None, **options) -> Dict[str, np.ndarray]:
+    """Separate ``audio`` (``(nb_timesteps, nb_channels)`` or 1-D, any rate) into ``{target: array}``.
+
+    ``model_dir=None`` uses the shipped model; ``options`` go to :class:`Separator`.
+    """
+    return separate_array(load_separator(model_dir, **options), audio, rate)
