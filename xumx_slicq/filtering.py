@@ -83,160 +83,184 @@ def _check_stft_shapes(fn: str, tshape: Sequence[int], xshape: Sequence[int]) ->
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _initial_planes(targets: torch.Tensor, xr: torch.Tensor, xi: torch.Tensor, mix: torch.Tensor,
-                    softmask: bool, residual: bool, eps: float):
-    """Initial estimates as real/imaginary planes.
+def _initial_planes(targets: torch.Tensor, mix: torch.Tensor, softmask: bool, residual: bool, eps: float):
+    """Initial estimates as contiguous real/imaginary planes in the working layout.
+
+    The working layout is source-major, `(nb_channels, nb_sources, nb_frames, nb_bins)`: every elementwise
+    operation then runs over long contiguous `(nb_frames, nb_bins)` rows and per-bin parameters `(.., nb_bins)`
+    broadcast along the innermost axis (the public layout has 1-4 sources innermost, too short to vectorise).
 
     Args:
-        targets: real `(nb_frames, nb_bins, {1, nb_channels}, nb_sources)`, already in the real dtype of mix.
-        xr, xi: real and imaginary parts of the mixture `(nb_frames, nb_bins, nb_channels)`.
-        mix: the complex mixture `(nb_frames, nb_bins, nb_channels)` (for its magnitude).
+        targets: real `(nb_frames, nb_bins, {1, nb_channels}, nb_sources)` in the real dtype of `mix`.
+        mix: complex `(nb_frames, nb_bins, nb_channels)`.
 
     Returns:
-        yr, yi: `(nb_frames, nb_bins, nb_channels, nb_sources[+1])`.
+        yr, yi: `(nb_channels, nb_sources[+1], nb_frames, nb_bins)`;
+        xr, xi: `(nb_channels, nb_frames, nb_bins)` mixture planes.
     """
+    nb_channels = mix.shape[2]
+    tgt = targets.permute(2, 3, 0, 1).contiguous()  # (F, B, Ct, J) -> (Ct, J, F, B)
+    xr = mix.real.permute(2, 0, 1).contiguous()  # (F, B, C) -> (C, F, B)
+    xi = mix.imag.permute(2, 0, 1).contiguous()
     if softmask:
-        gain = targets / (eps + targets.sum(dim=-1, keepdim=True))
-        yr = gain * xr.unsqueeze(-1)  # (F, B, C, 1) broadcast over sources
-        yi = gain * xi.unsqueeze(-1)
+        gain = tgt / (eps + tgt.sum(dim=1, keepdim=True))  # ratio mask, (Ct, J, F, B)
+        yr = gain * xr.unsqueeze(1)  # (C, 1, F, B) broadcast over sources
+        yi = gain * xi.unsqueeze(1)
     else:
-        mag = mix.abs()  # hypot: no underflow for tiny coefficients
+        mag = mix.abs().permute(2, 0, 1)  # hypot (no underflow); (F, B, C) -> (C, F, B)
         nonzero = mag > 0
         safe = torch.where(nonzero, mag, torch.ones_like(mag))
         # unit phasor exp(i angle(x)); angle(0) = 0 as in numpy/torch -> phasor 1
         cos = torch.where(nonzero, xr / safe, torch.ones_like(mag))
         sin = torch.where(nonzero, xi / safe, torch.zeros_like(mag))
-        yr = targets * cos.unsqueeze(-1)  # (F, B, C, 1) broadcast over sources
-        yi = targets * sin.unsqueeze(-1)
-    if yr.shape[2] != xr.shape[2]:  # mono target spectrograms with a multichannel mixture
-        yr = yr.expand(-1, -1, xr.shape[2], -1)
-        yi = yi.expand(-1, -1, xr.shape[2], -1)
+        yr = tgt * cos.unsqueeze(1)  # (C, 1, F, B) broadcast over sources
+        yi = tgt * sin.unsqueeze(1)
+    if yr.shape[0] != nb_channels:  # mono target spectrograms with a multichannel mixture
+        yr = yr.expand(nb_channels, -1, -1, -1).contiguous()
+        yi = yi.expand(nb_channels, -1, -1, -1).contiguous()
     if residual:
-        yr = torch.cat([yr, xr.unsqueeze(-1) - yr.sum(dim=-1, keepdim=True)], dim=-1)
-        yi = torch.cat([yi, xi.unsqueeze(-1) - yi.sum(dim=-1, keepdim=True)], dim=-1)
-    return yr, yi
+        yr = torch.cat([yr, (xr - yr.sum(dim=1)).unsqueeze(1)], dim=1)
+        yi = torch.cat([yi, (xi - yi.sum(dim=1)).unsqueeze(1)], dim=1)
+    return yr, yi, xr, xi
 
 
-def _em_stereo(yr, yi, xr, xi, iterations: int, eps: float):
+def _em_stereo(yr, yi, xr, xi, iterations: int, eps: float, differentiable: bool = False):
     """EM for two channels on real/imaginary planes; closed-form Hermitian 2x2 inverse.
 
     Args:
-        yr, yi: `(nb_frames, nb_bins, 2, nb_sources)` scaled initial estimates.
-        xr, xi: `(nb_frames, nb_bins, 2)` scaled mixture.
+        yr, yi: `(2, nb_sources, nb_frames, nb_bins)` scaled initial estimates.
+        xr, xi: `(2, nb_frames, nb_bins)` scaled mixture.
+        differentiable: avoid `out=` writes so autograd can track the result.
 
     Returns:
         yr, yi of the same shape (new tensors).
     """
     reg = math.sqrt(eps)
+    nb_src = yr.shape[1]
     # mixture in float64 for the inverse; (F, B) planes per channel
-    x0r, x0i, x1r, x1i = (p.double() for p in (xr[:, :, 0], xi[:, :, 0], xr[:, :, 1], xi[:, :, 1]))
+    x0r, x0i, x1r, x1i = (p.double() for p in (xr[0], xi[0], xr[1], xi[1]))
     for _ in range(iterations):
-        # channel planes, each (F, B, J)
-        yr0, yr1, yi0, yi1 = yr[:, :, 0], yr[:, :, 1], yi[:, :, 0], yi[:, :, 1]
-        # |y_c|^2 written exactly like the real part of y_c conj(y_d), so identical channels give a
+        yr0, yr1, yi0, yi1 = yr[0], yr[1], yi[0], yi[1]  # each (J, F, B), contiguous
+        # |y_c|^2 is written exactly like the real part of y_c conj(y_d), so identical channels give a
         # bitwise-consistent (rank-one) covariance
-        p0 = yr0 * yr0 + yi0 * yi0
-        p1 = yr1 * yr1 + yi1 * yi1
-        v = 0.5 * (p0 + p1)  # PSD (F, B, J)
-        weight = v.sum(dim=0) + eps  # (B, J)
-        r00 = p0.sum(dim=0) / weight
-        r11 = p1.sum(dim=0) / weight
-        # R_01 = sum_t y_0 conj(y_1) / weight
-        r01r = (yr0 * yr1 + yi0 * yi1).sum(dim=0) / weight
-        r01i = (yi0 * yr1 - yr0 * yi1).sum(dim=0) / weight
-        # mixture covariance entries in float64: (F, B, J) x (B, J, 4) -> (F, B, 4)
-        rstack = torch.stack([r00, r11, r01r, r01i], dim=-1).double()
-        cxx = torch.einsum("fbj,bjk->fbk", v.double(), rstack)
-        c00 = cxx[..., 0] + reg
-        c11 = cxx[..., 1] + reg
-        c01r = cxx[..., 2]
-        c01i = cxx[..., 3]
+        p0 = torch.addcmul(yr0 * yr0, yi0, yi0)
+        p1 = torch.addcmul(yr1 * yr1, yi1, yi1)
+        v = torch.add(p0, p1).mul_(0.5)  # PSD (J, F, B)
+        weight = v.sum(dim=1) + eps  # (J, B)
+        r00 = p0.sum(dim=1) / weight
+        r11 = p1.sum(dim=1) / weight
+        del p0, p1
+        # R_01 = sum_t y_0 conj(y_1) / weight, (J, B)
+        r01r = torch.addcmul(yr0 * yr1, yi0, yi1).sum(dim=1) / weight
+        r01i = torch.addcmul(yi0 * yr1, yr0, yi1, value=-1.0).sum(dim=1) / weight
+        # mixture covariance entries in float64, (F, B): sum_j v_j R_j
+        r64 = torch.stack([r00, r11, r01r, r01i]).double()  # (4, J, B)
+        c00 = torch.full_like(x0r, reg)
+        c11 = torch.full_like(x0r, reg)
+        c01r = torch.zeros_like(x0r)
+        c01i = torch.zeros_like(x0r)
+        for j in range(nb_src):
+            c00.addcmul_(v[j], r64[0, j])
+            c11.addcmul_(v[j], r64[1, j])
+            c01r.addcmul_(v[j], r64[2, j])
+            c01i.addcmul_(v[j], r64[3, j])
         det = c00 * c11 - (c01r * c01r + c01i * c01i)  # real: C_xx is Hermitian
-        inv_det = 1.0 / det
+        inv_det = det.reciprocal_()
         # z = C_xx^{-1} x with C^{-1} = [[c11, -c01], [-conj(c01), c00]] / det, each (F, B)
         z0r = (c11 * x0r - (c01r * x1r - c01i * x1i)) * inv_det
         z0i = (c11 * x0i - (c01r * x1i + c01i * x1r)) * inv_det
         z1r = (c00 * x1r - (c01r * x0r + c01i * x0i)) * inv_det
         z1i = (c00 * x1i - (c01r * x0i - c01i * x0r)) * inv_det
-        # back to the working precision, (F, B, 1) to broadcast over sources
-        z0r, z0i, z1r, z1i = (z.to(yr.dtype).unsqueeze(-1) for z in (z0r, z0i, z1r, z1i))
-        # y_j = v_j R_j z, R_j = [[r00, r01], [conj(r01), r11]]
-        new_r = torch.empty_like(yr)
-        new_i = torch.empty_like(yi)
-        a = r00 * z0r
-        a = torch.addcmul(a, r01r, z1r)
-        a = torch.addcmul(a, r01i, z1i, value=-1.0)
-        torch.mul(a, v, out=new_r[:, :, 0])
-        a = r00 * z0i
-        a = torch.addcmul(a, r01r, z1i)
-        a = torch.addcmul(a, r01i, z1r)
-        torch.mul(a, v, out=new_i[:, :, 0])
-        a = r11 * z1r
-        a = torch.addcmul(a, r01r, z0r)
-        a = torch.addcmul(a, r01i, z0i)
-        torch.mul(a, v, out=new_r[:, :, 1])
-        a = r11 * z1i
-        a = torch.addcmul(a, r01r, z0i)
-        a = torch.addcmul(a, r01i, z0r, value=-1.0)
-        torch.mul(a, v, out=new_i[:, :, 1])
-        yr, yi = new_r, new_i
+        # back to the working precision, (1, F, B) to broadcast over sources
+        z0r, z0i, z1r, z1i = (z.to(yr.dtype).unsqueeze(0) for z in (z0r, z0i, z1r, z1i))
+        # per-bin parameters (J, 1, B) to broadcast over frames
+        r00, r11, r01r, r01i = (r.unsqueeze(1) for r in (r00, r11, r01r, r01i))
+        # y_j = v_j R_j z with R_j = [[r00, r01], [conj(r01), r11]]
+        planes = (
+            (r00 * z0r).addcmul_(r01r, z1r).addcmul_(r01i, z1i, value=-1.0),  # Re y_0
+            (r11 * z1r).addcmul_(r01r, z0r).addcmul_(r01i, z0i),  # Re y_1
+            (r00 * z0i).addcmul_(r01r, z1i).addcmul_(r01i, z1r),  # Im y_0
+            (r11 * z1i).addcmul_(r01r, z0i).addcmul_(r01i, z0r, value=-1.0),  # Im y_1
+        )
+        if differentiable:  # out= writes are not tracked by autograd
+            yr = torch.stack([planes[0] * v, planes[1] * v])
+            yi = torch.stack([planes[2] * v, planes[3] * v])
+        else:  # write straight into the new (2, J, F, B) planes
+            yr, yi = torch.empty_like(yr), torch.empty_like(yi)
+            for dst, a in zip((yr[0], yr[1], yi[0], yi[1]), planes):
+                torch.mul(a, v, out=dst)
+        del planes
     return yr, yi
 
 
 def _em_general(yr, yi, xr, xi, iterations: int, eps: float):
-    """EM for one channel or more than two channels (complex tensors, torch.linalg for C > 2).
+    """EM for one channel or more than two channels (complex tensors, torch.linalg.solve for C > 2).
 
     Args:
-        yr, yi: `(nb_frames, nb_bins, nb_channels, nb_sources)` scaled initial estimates.
-        xr, xi: `(nb_frames, nb_bins, nb_channels)` scaled mixture.
+        yr, yi: `(nb_channels, nb_sources, nb_frames, nb_bins)` scaled initial estimates.
+        xr, xi: `(nb_channels, nb_frames, nb_bins)` scaled mixture.
 
     Returns:
         yr, yi of the same shape.
     """
     reg = math.sqrt(eps)
-    nb_channels = xr.shape[2]
+    nb_channels = xr.shape[0]
     y = torch.complex(yr, yi)
-    x64 = torch.complex(xr.double(), xi.double())  # (F, B, C)
+    x64 = torch.complex(xr.double(), xi.double()).permute(1, 2, 0)  # (C, F, B) -> (F, B, C)
     eye = torch.eye(nb_channels, dtype=torch.complex128, device=xr.device)
     for _ in range(iterations):
-        power = yr * yr + yi * yi  # (F, B, C, J)
-        v = power.mean(dim=2)  # (F, B, J)
-        weight = v.sum(dim=0) + eps  # (B, J)
-        # R_j[b] = sum_t y y^H: (F, B, C, J) x (F, B, D, J) -> (B, J, C, D)
-        r = torch.einsum("fbcj,fbdj->bjcd", y, y.conj()) / weight[..., None, None]
-        # C_xx = sum_j v_j R_j: (F, B, J) x (B, J, C, D) -> (F, B, C, D), float64
-        cxx = torch.einsum("fbj,bjcd->fbcd", v.double().to(torch.complex128), r.to(torch.complex128))
+        v = (yr * yr + yi * yi).mean(dim=0)  # (J, F, B)
+        weight = v.sum(dim=1) + eps  # (J, B)
+        # R_j[b] = sum_t y y^H: (C, J, F, B) x (D, J, F, B) -> (B, J, C, D)
+        r = torch.einsum("cjfb,djfb->bjcd", y, y.conj()) / weight.t()[..., None, None]
+        # C_xx = sum_j v_j R_j in float64: (J, F, B) x (B, J, C, D) -> (F, B, C, D)
+        cxx = torch.einsum("jfb,bjcd->fbcd", v.to(torch.complex128), r.to(torch.complex128))
         cxx = cxx + reg * eye
         if nb_channels == 1:
             z = x64 / (cxx[..., 0] + eps)  # (F, B, 1), norbert's scalar inverse 1 / (M + eps)
         else:
             z = torch.linalg.solve(cxx, x64.unsqueeze(-1)).squeeze(-1)  # (F, B, C)
-        # y_j = v_j R_j z: (B, J, C, D) x (F, B, D) -> (F, B, C, J)
-        y = torch.einsum("bjcd,fbd->fbcj", r, z.to(y.dtype)) * v.unsqueeze(2)
+        # y_j = v_j R_j z: (B, J, C, D) x (F, B, D) -> (C, J, F, B)
+        y = torch.einsum("bjcd,fbd->cjfb", r, z.to(y.dtype)) * v.unsqueeze(0)
         yr, yi = y.real, y.imag
-    return yr.contiguous(), yi.contiguous()
+    return yr, yi
 
 
 def _wiener_torch(targets, mix, iterations, softmask, residual, scale_factor, eps, per_bin_scale):
-    """Shared torch implementation; `per_bin_scale` normalises each bin by its own maximum."""
-    real_dtype = mix.real.dtype
-    targets = targets.to(dtype=real_dtype, device=mix.device)
-    xr, xi = mix.real, mix.imag  # (F, B, C) views
-    yr, yi = _initial_planes(targets, xr, xi, mix, softmask, residual, eps)
-    if iterations == 0:
-        return torch.complex(yr, yi)
-    # scale: max(1, max|x| / scale_factor), globally or per bin, kept on the device (no sync)
-    mag = mix.abs()
-    peak = mag.amax(dim=(0, 2), keepdim=True) if per_bin_scale else mag.amax()
-    max_abs = torch.clamp(peak / scale_factor, min=1.0)  # () or (1, B, 1)
-    scale_y = max_abs.unsqueeze(-1) if per_bin_scale else max_abs  # (1, B, 1, 1) over sources
-    yr, yi = yr / scale_y, yi / scale_y
-    xr, xi = xr / max_abs, xi / max_abs
-    if xr.shape[2] == 2:
-        yr, yi = _em_stereo(yr, yi, xr, xi, int(iterations), eps)
+    """Shared torch implementation; `per_bin_scale` normalises each bin by its own maximum.
+
+    Returns complex `(nb_frames, nb_bins, nb_channels, nb_sources[+1])`.
+    """
+    differentiable = torch.is_grad_enabled() and (targets.requires_grad or mix.requires_grad)
+    targets = targets.to(dtype=mix.real.dtype, device=mix.device)
+    yr, yi, xr, xi = _initial_planes(targets, mix, softmask, residual, eps)
+    scale = None
+    if iterations > 0:
+        # max(1, max|x| / scale_factor), globally or per bin, kept on the device (no host sync)
+        mag = mix.abs()
+        peak = mag.amax(dim=(0, 2)) if per_bin_scale else mag.amax()  # (B,) or ()
+        scale = torch.clamp(peak / scale_factor, min=1.0)
+        yr, yi = yr / scale, yi / scale  # broadcasts along the innermost (bin) axis
+        xr, xi = xr / scale, xi / scale
+        if mix.shape[2] == 2:
+            yr, yi = _em_stereo(yr, yi, xr, xi, int(iterations), eps, differentiable)
+        else:
+            yr, yi = _em_general(yr, yi, xr, xi, int(iterations), eps)
+    if differentiable:
+        if scale is not None:
+            yr, yi = yr * scale, yi * scale
+        # (C, J', F, B) -> (F, B, C, J')
+        return torch.complex(yr, yi).permute(2, 3, 0, 1).contiguous()
+    nb_frames, nb_bins, nb_channels = mix.shape
+    out = torch.empty((nb_frames, nb_bins, nb_channels, yr.shape[1]), dtype=mix.dtype, device=mix.device)
+    parts = torch.view_as_real(out).permute(4, 2, 3, 0, 1)  # (F, B, C, J', 2) -> (2, C, J', F, B)
+    if scale is None:
+        parts[0].copy_(yr)
+        parts[1].copy_(yi)
     else:
-        yr, yi = _em_general(yr, yi, xr, xi, int(iterations), eps)
-    return torch.complex(yr * scale_y, yi * scale_y)
+        torch.mul(yr, scale, out=parts[0])  # undo the normalisation while interleaving
+        torch.mul(yi, scale, out=parts[1])
+    return out
 
 
 def wiener(
@@ -263,7 +287,8 @@ def wiener(
     Returns:
         complex `(nb_frames, nb_bins, nb_channels, nb_sources[+1])` with the dtype and device of `mix_stft`.
         Inputs are never modified.  Computations are vectorised over frames and bins (no Python loop
-        over frames); memory is a few times the size of the output.
+        over frames); memory is a few times the size of the output.  Differentiable: when an input
+        requires grad (and grad mode is on) a slightly slower autograd-friendly path is taken.
     """
     if not torch.is_tensor(mix_stft) or not mix_stft.is_complex():
         raise TypeError(f"{_WHERE}: wiener: mix_stft must be a complex torch tensor, got {type(mix_stft)}"
@@ -283,14 +308,15 @@ def wiener(
 
 @numba.njit(cache=True, nogil=True)
 def _nb_max_abs(x):
-    """Largest |x| of a complex `(nb_channels, nb_slices, T)` view."""
+    """Largest |x| of a complex `(nb_channels, nb_problems, nb_slices, T)` view."""
     best = 0.0
     for c in range(x.shape[0]):
-        for s in range(x.shape[1]):
-            for t in range(x.shape[2]):
-                a = abs(complex(x[c, s, t]))
-                if a > best:
-                    best = a
+        for p in range(x.shape[1]):
+            for s in range(x.shape[2]):
+                for t in range(x.shape[3]):
+                    a = abs(complex(x[c, p, s, t]))
+                    if a > best:
+                        best = a
     return best
 
 
@@ -323,152 +349,188 @@ def _nb_solve(a, b, z):
         z[k] = acc / a[k, k]
 
 
-@numba.njit(cache=True, nogil=True)
-def _nb_em_problem(x, tgt, out, scale, iterations, softmask, residual, eps):
-    """Wiener-EM of one bin (all its frames); frames are the (slice, T) grid of the views.
+@numba.njit(cache=True, nogil=True, fastmath={"contract", "arcp", "nsz"})
+def _nb_em_problems(x, tgt, out, scales, iterations, softmask, residual, eps):
+    """Wiener-EM of independent problems (bins) that share one frame grid.
+
+    Frames are the `(slice, t)` grid of the views; the problem axis is innermost in the loops so that
+    neighbouring bins of the STFT layout are read contiguously.
 
     Args:
-        x: complex `(nb_channels, nb_slices, T)` mixture view.
-        tgt: real `(nb_sources, {1, nb_channels}, nb_slices, T)` target magnitudes view.
-        out: complex `(nb_sources[+1], nb_channels, nb_slices, T)` output view, fully overwritten.
-        scale: the `max_abs` normaliser (>= 1).
-    All arithmetic is float64/complex128; `out` keeps its own dtype.
+        x: complex `(nb_channels, nb_problems, nb_slices, T)` mixture view.
+        tgt: real `(nb_sources, {1, nb_channels}, nb_problems, nb_slices, T)` target magnitudes view.
+        out: complex `(nb_sources[+1], nb_channels, nb_problems, nb_slices, T)` output view, fully overwritten.
+        scales: float64 `(nb_problems,)` normalisers `max_abs` (>= 1).
+    All arithmetic is float64/complex128; `out` keeps its own dtype (it holds the estimates between passes).
     """
     nb_channels = x.shape[0]
-    nb_slices = x.shape[1]
-    nb_t = x.shape[2]
+    nb_prob = x.shape[1]
+    nb_slices = x.shape[2]
+    nb_t = x.shape[3]
     nb_src = tgt.shape[0]
     nb_tch = tgt.shape[1]
     nb_out = out.shape[0]
     reg = math.sqrt(eps)
-    inv_scale = 1.0 / scale
-    first = 1.0 if iterations == 0 else inv_scale
+    inv_c = 1.0 / nb_channels
+    stereo = nb_channels == 2
 
-    # ---- initial estimate (scaled by 1/scale when EM follows)
+    # ---- initial estimate, already divided by the normaliser when EM follows
     for s in range(nb_slices):
         for t in range(nb_t):
-            for c in range(nb_channels):
-                ct = c if nb_tch > 1 else 0
-                xv = complex(x[c, s, t])
-                acc = 0.0j
-                if softmask:
-                    total = 0.0
-                    for j in range(nb_src):
-                        total += float(tgt[j, ct, s, t])
-                    for j in range(nb_src):
-                        yj = (float(tgt[j, ct, s, t]) / (eps + total)) * xv
-                        acc += yj
-                        out[j, c, s, t] = yj * first
-                else:
-                    mag = abs(xv)
-                    ph = xv / mag if mag > 0.0 else 1.0 + 0.0j
-                    for j in range(nb_src):
-                        yj = float(tgt[j, ct, s, t]) * ph
-                        acc += yj
-                        out[j, c, s, t] = yj * first
-                if residual:
-                    out[nb_src, c, s, t] = (xv - acc) * first
-
+            for p in range(nb_prob):
+                first = 1.0 if iterations == 0 else 1.0 / scales[p]
+                for c in range(nb_channels):
+                    ct = c if nb_tch > 1 else 0
+                    xv = complex(x[c, p, s, t])
+                    acc = 0.0j
+                    if softmask:
+                        total = 0.0
+                        for j in range(nb_src):
+                            total += float(tgt[j, ct, p, s, t])
+                        for j in range(nb_src):
+                            yj = (float(tgt[j, ct, p, s, t]) / (eps + total)) * xv
+                            acc += yj
+                            out[j, c, p, s, t] = yj * first
+                    else:
+                        mag = abs(xv)
+                        ph = xv / mag if mag > 0.0 else 1.0 + 0.0j
+                        for j in range(nb_src):
+                            yj = float(tgt[j, ct, p, s, t]) * ph
+                            acc += yj
+                            out[j, c, p, s, t] = yj * first
+                    if residual:
+                        out[nb_src, c, p, s, t] = (xv - acc) * first
     if iterations == 0:
         return
 
-    rmat = np.zeros((nb_out, nb_channels, nb_channels), dtype=np.complex128)
-    weight = np.zeros(nb_out, dtype=np.float64)
+    rmat = np.zeros((nb_prob, nb_out, nb_channels, nb_channels), dtype=np.complex128)
+    weight = np.zeros((nb_prob, nb_out), dtype=np.float64)
     v = np.zeros(nb_out, dtype=np.float64)
     cxx = np.zeros((nb_channels, nb_channels), dtype=np.complex128)
     xs = np.zeros(nb_channels, dtype=np.complex128)
     z = np.zeros(nb_channels, dtype=np.complex128)
-    inv_c = 1.0 / nb_channels
     for it in range(iterations):
-        out_gain = scale if it == iterations - 1 else 1.0
-        # ---- statistics: R_j = sum_t y y^H / (eps + sum_t v_j)   (upper triangle, mirrored)
+        last = it == iterations - 1
+        # ---- statistics: R_j = sum_t y y^H / (eps + sum_t v_j)  (upper triangle, mirrored below)
         rmat[:] = 0.0
         weight[:] = 0.0
         for s in range(nb_slices):
             for t in range(nb_t):
-                for j in range(nb_out):
-                    pw = 0.0
-                    for c in range(nb_channels):
-                        yc = complex(out[j, c, s, t])
-                        for d in range(c, nb_channels):
-                            yd = complex(out[j, d, s, t])
-                            # y_c conj(y_d), written out so the diagonal matches the off-diagonal formula
-                            re = yc.real * yd.real + yc.imag * yd.imag
-                            im = yc.imag * yd.real - yc.real * yd.imag
-                            rmat[j, c, d] += complex(re, im)
-                            if d == c:
-                                pw += re
-                    weight[j] += pw * inv_c
-        for j in range(nb_out):
-            w = eps + weight[j]
-            for c in range(nb_channels):
-                for d in range(c, nb_channels):
-                    rmat[j, c, d] = rmat[j, c, d] / w
-                    if d != c:
-                        rmat[j, d, c] = rmat[j, c, d].conjugate()
-                rmat[j, c, c] = complex(rmat[j, c, c].real, 0.0)
-        # ---- Wiener gain per frame
+                for p in range(nb_prob):
+                    for j in range(nb_out):
+                        if stereo:
+                            y0 = complex(out[j, 0, p, s, t])
+                            y1 = complex(out[j, 1, p, s, t])
+                            # |y_c|^2 written like Re(y_c conj(y_d)): identical channels stay rank-one
+                            p00 = y0.real * y0.real + y0.imag * y0.imag
+                            p11 = y1.real * y1.real + y1.imag * y1.imag
+                            q_re = y0.real * y1.real + y0.imag * y1.imag
+                            q_im = y0.imag * y1.real - y0.real * y1.imag
+                            rmat[p, j, 0, 0] += p00
+                            rmat[p, j, 1, 1] += p11
+                            rmat[p, j, 0, 1] += complex(q_re, q_im)
+                            weight[p, j] += (p00 + p11) * 0.5
+                        else:
+                            pw = 0.0
+                            for c in range(nb_channels):
+                                yc = complex(out[j, c, p, s, t])
+                                for d in range(c, nb_channels):
+                                    yd = complex(out[j, d, p, s, t])
+                                    re = yc.real * yd.real + yc.imag * yd.imag
+                                    im = yc.imag * yd.real - yc.real * yd.imag
+                                    rmat[p, j, c, d] += complex(re, im)
+                                    if d == c:
+                                        pw += re
+                            weight[p, j] += pw * inv_c
+        for p in range(nb_prob):
+            for j in range(nb_out):
+                w = eps + weight[p, j]
+                for c in range(nb_channels):
+                    for d in range(c, nb_channels):
+                        rmat[p, j, c, d] = rmat[p, j, c, d] / w
+                        if d != c:
+                            rmat[p, j, d, c] = rmat[p, j, c, d].conjugate()
+                    rmat[p, j, c, c] = complex(rmat[p, j, c, c].real, 0.0)
+        # ---- multichannel Wiener gain frame by frame: y_j = v_j R_j C_xx^{-1} x
         for s in range(nb_slices):
             for t in range(nb_t):
-                for j in range(nb_out):
-                    pw = 0.0
-                    for c in range(nb_channels):
-                        yc = complex(out[j, c, s, t])
-                        pw += yc.real * yc.real + yc.imag * yc.imag
-                    v[j] = pw * inv_c
-                for c in range(nb_channels):
-                    xs[c] = complex(x[c, s, t]) * inv_scale
-                if nb_channels == 1:
-                    acc = reg
+                for p in range(nb_prob):
+                    inv_scale = 1.0 / scales[p]
+                    out_gain = scales[p] if last else 1.0
+                    if stereo:
+                        c00 = reg
+                        c11 = reg
+                        c01 = 0.0j
+                        for j in range(nb_out):
+                            y0 = complex(out[j, 0, p, s, t])
+                            y1 = complex(out[j, 1, p, s, t])
+                            vj = (y0.real * y0.real + y0.imag * y0.imag
+                                  + y1.real * y1.real + y1.imag * y1.imag) * 0.5
+                            v[j] = vj
+                            c00 += vj * rmat[p, j, 0, 0].real
+                            c11 += vj * rmat[p, j, 1, 1].real
+                            c01 += vj * rmat[p, j, 0, 1]
+                        x0 = complex(x[0, p, s, t]) * inv_scale
+                        x1 = complex(x[1, p, s, t]) * inv_scale
+                        inv_det = 1.0 / (c00 * c11 - (c01.real * c01.real + c01.imag * c01.imag))
+                        z0 = (c11 * x0 - c01 * x1) * inv_det
+                        z1 = (c00 * x1 - c01.conjugate() * x0) * inv_det
+                        for j in range(nb_out):
+                            g = v[j] * out_gain
+                            out[j, 0, p, s, t] = g * (rmat[p, j, 0, 0].real * z0 + rmat[p, j, 0, 1] * z1)
+                            out[j, 1, p, s, t] = g * (rmat[p, j, 1, 0] * z0 + rmat[p, j, 1, 1].real * z1)
+                        continue
                     for j in range(nb_out):
-                        acc += v[j] * rmat[j, 0, 0].real
-                    z[0] = xs[0] / (acc + eps)
-                elif nb_channels == 2:
-                    c00 = reg
-                    c11 = reg
-                    c01 = 0.0j
-                    for j in range(nb_out):
-                        c00 += v[j] * rmat[j, 0, 0].real
-                        c11 += v[j] * rmat[j, 1, 1].real
-                        c01 += v[j] * rmat[j, 0, 1]
-                    det = c00 * c11 - (c01.real * c01.real + c01.imag * c01.imag)
-                    inv_det = 1.0 / det
-                    z[0] = (c11 * xs[0] - c01 * xs[1]) * inv_det
-                    z[1] = (c00 * xs[1] - c01.conjugate() * xs[0]) * inv_det
-                else:
+                        pw = 0.0
+                        for c in range(nb_channels):
+                            yc = complex(out[j, c, p, s, t])
+                            pw += yc.real * yc.real + yc.imag * yc.imag
+                        v[j] = pw * inv_c
                     for c in range(nb_channels):
-                        for d in range(nb_channels):
+                        xs[c] = complex(x[c, p, s, t]) * inv_scale
+                    if nb_channels == 1:
+                        acc = reg
+                        for j in range(nb_out):
+                            acc += v[j] * rmat[p, j, 0, 0].real
+                        z[0] = xs[0] / (acc + eps)  # norbert's scalar inverse 1 / (M + eps)
+                    else:
+                        for c in range(nb_channels):
+                            for d in range(nb_channels):
+                                acc = 0.0j
+                                for j in range(nb_out):
+                                    acc += v[j] * rmat[p, j, c, d]
+                                cxx[c, d] = acc
+                            cxx[c, c] += reg
+                        _nb_solve(cxx, xs, z)
+                    for j in range(nb_out):
+                        g = v[j] * out_gain
+                        for c in range(nb_channels):
                             acc = 0.0j
-                            for j in range(nb_out):
-                                acc += v[j] * rmat[j, c, d]
-                            cxx[c, d] = acc
-                        cxx[c, c] += reg
-                    _nb_solve(cxx, xs, z)
-                for j in range(nb_out):
-                    g = v[j] * out_gain
-                    for c in range(nb_channels):
-                        acc = 0.0j
-                        for d in range(nb_channels):
-                            acc += rmat[j, c, d] * z[d]
-                        out[j, c, s, t] = g * acc
+                            for d in range(nb_channels):
+                                acc += rmat[p, j, c, d] * z[d]
+                            out[j, c, p, s, t] = g * acc
 
 
 @numba.njit(cache=True, parallel=True)
-def _nb_wiener_bins(xv, tv, ov, iterations, softmask, residual, scale_factor, eps):
-    """All bins of an STFT-layout problem in parallel.
+def _nb_wiener_bins(xv, tv, ov, chunk, iterations, softmask, residual, scale_factor, eps):
+    """All bins of an STFT-layout problem, `chunk` neighbouring bins per parallel task.
 
     Args:
-        xv: complex `(nb_bins, nb_channels, 1, nb_frames)` view of the mixture.
-        tv: real `(nb_bins, nb_sources, {1, nb_channels}, 1, nb_frames)` view of the targets.
-        ov: complex `(nb_bins, nb_sources[+1], nb_channels, 1, nb_frames)` view of the output.
+        xv: complex `(nb_channels, nb_bins, 1, nb_frames)` view of the mixture.
+        tv: real `(nb_sources, {1, nb_channels}, nb_bins, 1, nb_frames)` view of the targets.
+        ov: complex `(nb_sources[+1], nb_channels, nb_bins, 1, nb_frames)` view of the output.
     """
-    nb_bins = xv.shape[0]
-    peaks = np.zeros(nb_bins)
-    for b in numba.prange(nb_bins):
-        peaks[b] = _nb_max_abs(xv[b])
-    scale = max(1.0, peaks.max() / scale_factor) if nb_bins > 0 else 1.0
-    for b in numba.prange(nb_bins):
-        _nb_em_problem(xv[b], tv[b], ov[b], scale, iterations, softmask, residual, eps)
+    nb_bins = xv.shape[1]
+    nb_tasks = (nb_bins + chunk - 1) // chunk
+    peaks = np.zeros(nb_tasks)
+    for k in numba.prange(nb_tasks):
+        peaks[k] = _nb_max_abs(xv[:, k * chunk:min(nb_bins, (k + 1) * chunk)])
+    scales = np.full(nb_bins, max(1.0, peaks.max() / scale_factor) if nb_tasks > 0 else 1.0)
+    for k in numba.prange(nb_tasks):
+        b0 = k * chunk
+        b1 = min(nb_bins, b0 + chunk)
+        _nb_em_problems(xv[:, b0:b1], tv[:, :, b0:b1], ov[:, :, b0:b1], scales[b0:b1], iterations, softmask,
+                        residual, eps)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -497,10 +559,10 @@ def _nb_wiener_matrix(mix, tgt, out, lengths, window, iterations, softmask, resi
         s0 = w * window
         s1 = min(nb_slices, s0 + window)
         nt = lengths[b]
-        x = mix[n, :, b, s0:s1, :nt]  # (C, Sw, T_b)
-        scale = max(1.0, _nb_max_abs(x) / scale_factor)  # per-bin, per-window normaliser
-        _nb_em_problem(x, tgt[n, :, :, b, s0:s1, :nt], out[n, :, :, b, s0:s1, :nt], scale,
-                       iterations, softmask, residual, eps)
+        x = mix[n, :, b:b + 1, s0:s1, :nt]  # (C, 1, Sw, T_b): one problem, frames = valid (slice, t) grid
+        scales = np.full(1, max(1.0, _nb_max_abs(x) / scale_factor))  # per-bin, per-window normaliser
+        _nb_em_problems(x, tgt[n, :, :, b:b + 1, s0:s1, :nt], out[n, :, :, b:b + 1, s0:s1, :nt], scales,
+                        iterations, softmask, residual, eps)
 
 
 def _as_numpy_pair(fn: str, targets, mix):
@@ -543,11 +605,13 @@ def wiener_numba(
     nb_frames, nb_bins, nb_channels = mix.shape
     nb_out = targets.shape[3] + (1 if residual else 0)
     out = np.empty((nb_frames, nb_bins, nb_channels, nb_out), dtype=mix.dtype)
-    # views with one bin per leading index and frames as the (1, nb_frames) slice grid:
-    xv = mix.transpose(1, 2, 0)[:, :, None, :]  # (F, B, C) -> (B, C, 1, F)
-    tv = targets.transpose(1, 3, 2, 0)[:, :, :, None, :]  # (F, B, Ct, J) -> (B, J, Ct, 1, F)
-    ov = out.transpose(1, 3, 2, 0)[:, :, :, None, :]  # (F, B, C, J') -> (B, J', C, 1, F)
-    _nb_wiener_bins(xv, tv, ov, int(iterations), bool(softmask), bool(residual), float(scale_factor),
+    # views with bins as the problem axis and frames as a (1, nb_frames) slice grid:
+    xv = mix.transpose(2, 1, 0)[:, :, None, :]  # (F, B, C) -> (C, B, 1, F)
+    tv = targets.transpose(3, 2, 1, 0)[:, :, :, None, :]  # (F, B, Ct, J) -> (J, Ct, B, 1, F)
+    ov = out.transpose(3, 2, 1, 0)[:, :, :, None, :]  # (F, B, C, J') -> (J', C, B, 1, F)
+    # a few tasks per thread; neighbouring bins in one task read each frame's row contiguously
+    chunk = max(1, -(-nb_bins // (4 * numba.get_num_threads())))
+    _nb_wiener_bins(xv, tv, ov, chunk, int(iterations), bool(softmask), bool(residual), float(scale_factor),
                     float(eps))
     return out
 

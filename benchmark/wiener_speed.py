@@ -1,0 +1,173 @@
+"""Time the Wiener-EM backends (torch vs numba) on sliCQ-sized inputs.
+
+Two workloads, both shaped like the default Bark-262 sliCQ (263 bins, max_T 292, 18,640 valid
+coefficients per slice and channel):
+
+* ``dense``: :func:`xumx_slicq.filtering.wiener` / ``wiener_numba`` on the zero-padded matrix flattened
+  into STFT layout, `(nb_slices * max_T, 263, nb_channels, nb_sources)` -- what the original xumx-sliCQ ran.
+* ``matrix``: :func:`xumx_slicq.filtering.wiener_matrix` with both backends on
+  `(1, nb_channels, 263, nb_slices, max_T)`, valid coefficients only.
+
+The first numba call of a process includes compilation (or loading the on-disk cache); it is reported
+separately from the steady-state times.  ``--fresh-cache`` points numba at an empty cache folder so the first
+call measures a cold compile.  Wall and process CPU times are reported (CPU time is steadier on a shared
+machine).  Results are printed and written as JSON (atomically).
+
+Example::
+
+    python -m benchmark.wiener_speed --threads 2 --seconds 30 --dense-seconds 6 --output out/wiener_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List
+
+
+def _parse(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--mode", choices=("dense", "matrix", "both"), default="both", help="workload(s) to time")
+    p.add_argument("--seconds", type=float, default=30.0, help="audio duration of the matrix workload")
+    p.add_argument("--dense-seconds", type=float, default=6.0,
+                   help="audio duration of the dense workload (6 s = 31 slices x 292 = 9052 frames)")
+    p.add_argument("--channels", type=int, default=2, help="audio channels")
+    p.add_argument("--sources", type=int, default=4, help="target sources")
+    p.add_argument("--iterations", type=int, default=1, help="EM iterations")
+    p.add_argument("--softmask", action="store_true", help="softmask initialisation")
+    p.add_argument("--residual", action="store_true", help="add a residual source")
+    p.add_argument("--window", type=int, default=300, help="wiener_matrix window, in slices")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="real precision")
+    p.add_argument("--threads", type=int, default=2, help="torch and numba threads")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per backend (after one warm-up call)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--fresh-cache", action="store_true",
+                   help="use an empty numba cache folder so the first numba call is a cold compile")
+    p.add_argument("--output", default="out/wiener_speed.json", help="JSON file to write")
+    return p.parse_args(argv)
+
+
+def _time(fn: Callable[[], object], repeats: int) -> Dict[str, object]:
+    """First call separately, then `repeats` timed calls; wall and process CPU seconds."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = fn()
+    first = time.perf_counter() - t0
+    first_cpu = time.process_time() - c0
+    walls: List[float] = []
+    cpus: List[float] = []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = fn()
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return {"first_call_s": first, "first_call_cpu_s": first_cpu, "wall_s": walls, "cpu_s": cpus,
+            "wall_min_s": min(walls) if walls else None, "cpu_min_s": min(cpus) if cpus else None,
+            "_result": result}
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    if args.fresh_cache:
+        # must happen before numba is imported
+        os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="wiener_speed_numba_")
+    import numba
+    import numpy as np
+    import torch
+
+    from xumx_slicq.filtering import wiener, wiener_matrix, wiener_numba
+    from xumx_slicq.transforms import SliCQT
+
+    torch.set_num_threads(args.threads)
+    numba.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    real = np.float32 if args.dtype == "float32" else np.float64
+    cplx = np.complex64 if args.dtype == "float32" else np.complex128
+    slicqt = SliCQT()
+    lengths = slicqt.bin_lengths.numpy()
+    nb_bins, max_t = slicqt.nb_bins, slicqt.max_T
+    opts = dict(iterations=args.iterations, softmask=args.softmask, residual=args.residual)
+
+    def fake(shape_mix, nb_src, src_axis):
+        """Random complex mixture and non-negative target magnitudes summing to about |mix|."""
+        mix = (rng.standard_normal(shape_mix) + 1j * rng.standard_normal(shape_mix)).astype(cplx) * 5
+        share = rng.dirichlet(np.ones(nb_src), size=shape_mix).astype(real)  # (..., nb_src)
+        tgt = np.abs(mix)[..., None].astype(real) * share * rng.uniform(0.5, 1.5, share.shape).astype(real)
+        return np.moveaxis(tgt, -1, src_axis).copy(), mix
+
+    report = {
+        "command": " ".join([os.path.basename(sys.executable), "-m", "benchmark.wiener_speed"] + sys.argv[1:]),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "torch": torch.__version__, "numba": numba.__version__, "numpy": np.__version__},
+        "args": vars(args),
+        "numba_cache_dir": os.environ.get("NUMBA_CACHE_DIR", "default (__pycache__)"),
+        "workloads": {},
+    }
+
+    def rel(a, b):
+        return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+    if args.mode in ("dense", "both"):
+        nb_slices = slicqt.nb_slices(int(round(args.dense_seconds * slicqt.sample_rate)))
+        frames = nb_slices * max_t
+        tgt, mix = fake((frames, nb_bins, args.channels), args.sources, 3)  # (F, B, C, J), (F, B, C)
+        tgt_t, mix_t = torch.from_numpy(tgt), torch.from_numpy(mix)
+        print(f"dense: wiener on ({frames}, {nb_bins}, {args.channels}, {args.sources}) "
+              f"= {nb_slices} slices x {max_t}, {args.dtype}, {args.threads} threads", flush=True)
+        num = _time(lambda: wiener_numba(tgt, mix, **opts), args.repeats)
+        tor = _time(lambda: wiener(tgt_t, mix_t, **opts).numpy(), args.repeats)
+        err = rel(num.pop("_result"), tor.pop("_result"))
+        report["workloads"]["dense"] = {"shape": [frames, nb_bins, args.channels, args.sources],
+                                        "nb_slices": nb_slices, "torch": tor, "numba": num,
+                                        "numba_vs_torch_rel_err": err}
+        del tgt, mix, tgt_t, mix_t
+
+    if args.mode in ("matrix", "both"):
+        nb_slices = slicqt.nb_slices(int(round(args.seconds * slicqt.sample_rate)))
+        tgt, mix = fake((1, args.channels, nb_bins, nb_slices, max_t), args.sources, 1)  # (1, J, C, B, S, T)
+        pad = np.arange(max_t)[None, :] >= lengths[:, None]  # (B, T) True on padding
+        keep = (~pad)[:, None, :]  # (B, 1, T) broadcasts over (B, S, T)
+        mix = mix * keep
+        tgt = tgt * keep.astype(real)
+        tgt_t, mix_t = torch.from_numpy(tgt), torch.from_numpy(mix)
+        lengths_t = torch.from_numpy(lengths)
+        print(f"matrix: wiener_matrix on (1, {args.channels}, {nb_bins}, {nb_slices}, {max_t}), "
+              f"{int(lengths.sum()) * nb_slices} valid coefficients per channel, window {args.window} slices",
+              flush=True)
+        num = _time(lambda: wiener_matrix(tgt, mix, lengths, window_frames=args.window, backend="numba", **opts),
+                    args.repeats)
+        tor = _time(lambda: wiener_matrix(tgt_t, mix_t, lengths_t, window_frames=args.window, backend="torch",
+                                          **opts).numpy(), args.repeats)
+        err = rel(num.pop("_result"), tor.pop("_result"))
+        report["workloads"]["matrix"] = {"shape": [1, args.channels, nb_bins, nb_slices, max_t],
+                                         "nb_slices": nb_slices, "torch": tor, "numba": num,
+                                         "numba_vs_torch_rel_err": err}
+
+    for name, w in report["workloads"].items():
+        t, n = w["torch"], w["numba"]
+        print(f"{name:6s} torch: first {t['first_call_s']:.3f} s, steady wall min {t['wall_min_s']:.3f} s "
+              f"(cpu {t['cpu_min_s']:.3f} s)")
+        print(f"{name:6s} numba: first {n['first_call_s']:.3f} s (compile/cache load "
+              f"~{n['first_call_s'] - n['wall_min_s']:.3f} s), steady wall min {n['wall_min_s']:.3f} s "
+              f"(cpu {n['cpu_min_s']:.3f} s)")
+        print(f"{name:6s} speed-up numba/torch (wall): {t['wall_min_s'] / n['wall_min_s']:.2f}x, "
+              f"rel. difference {w['numba_vs_torch_rel_err']:.2e}")
+
+    if args.output:
+        folder = os.path.dirname(os.path.abspath(args.output))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(report, f, indent=2)
+        os.replace(tmp, args.output)
+        print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
