@@ -113,8 +113,8 @@ def generate_corpus(out: str | Path, nb_train: int, nb_test: int, seconds: float
         results = (make_track(t, resume) for t in tasks)
         pool = None
     else:
-        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-        pool = context.Pool(jobs)
+        # spawn, not fork: a parent that already used FluidSynth/Praat (threads, locks) can deadlock forked children
+        pool = multiprocessing.get_context("spawn").Pool(jobs)
         results = pool.imap_unordered(_worker, [(t, resume) for t in tasks])
     try:
         for rel, _, was_skipped in results:
