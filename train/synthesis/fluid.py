@@ -2,8 +2,11 @@
 
 Determinism: a fresh synthesiser is created for every render (FluidSynth keeps a block cursor and voices
 across calls, so reusing one makes a render depend on what was rendered before), its own reverb and chorus are
-off (the mixer adds reverb), and audio is pulled with `fluid_synth_write_float` (the 16-bit writer dithers with a
-process-global state). Loading the soundfont is cached by FluidSynth per process (~30 ms after the first time).
+off (the mixer adds reverb), and float audio is pulled with `fluid_synth_process` (the 16-bit writer dithers with
+a process-global state). All stems of a song are rendered in one pass, one FluidSynth audio group per stem.
+
+FluidSynth caches loaded soundfont samples per process while some synth uses them; an idle "keeper" synth holds
+them, so later loads take ~30 ms instead of ~200 ms. It never renders, so it cannot change any output.
 """
 
 from __future__ import annotations
@@ -17,77 +20,96 @@ from train.synthesis.events import Part
 
 SOUNDFONT = os.environ.get("XUMX_SOUNDFONT", "/usr/share/sounds/sf2/FluidR3_GM.sf2")
 SAMPLE_RATE = 44100
-DRUM_CHANNEL = 9
 
-_write_float = None
+_process = None
+_set_channel_type = None
+_keepers: dict[str, object] = {}  # soundfont path -> idle synth that keeps FluidSynth's sample cache warm
 
 
 def _fluidsynth():
-    """Import pyfluidsynth lazily and bind `fluid_synth_write_float` (not wrapped by pyfluidsynth 1.4)."""
-    global _write_float
+    """Import pyfluidsynth lazily and bind the C functions it does not wrap (float rendering, channel type)."""
+    global _process, _set_channel_type
     try:
         import fluidsynth
     except (ImportError, OSError) as err:  # pragma: no cover - depends on the machine
         raise RuntimeError("pyfluidsynth / libfluidsynth are missing: pip install pyfluidsynth and "
                            "apt-get install fluidsynth") from err
-    if _write_float is None:
-        fn = fluidsynth._fl.fluid_synth_write_float
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
-                       ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    if _process is None:
+        fn = fluidsynth._fl.fluid_synth_process
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int,
+                       ctypes.POINTER(ctypes.c_void_p)]
         fn.restype = ctypes.c_int
-        _write_float = fn
+        _process = fn
+        fn = fluidsynth._fl.fluid_synth_set_channel_type
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        fn.restype = ctypes.c_int
+        _set_channel_type = fn
     return fluidsynth
 
 
-def render_parts(parts: list[Part], nb_samples: int, soundfont: str = SOUNDFONT, gain: float = 0.3) -> np.ndarray:
-    """Render parts (each on its own MIDI channel; drum kits on channel 10) into one stereo buffer.
+def render_groups(groups: list[list[Part]], nb_samples: int, soundfont: str = SOUNDFONT,
+                  gain: float = 0.3) -> list[np.ndarray]:
+    """Render groups of parts in one pass, each group into its own stereo buffer (e.g. one group per stem).
+
+    FluidSynth's audio groups route MIDI channel c to output pair c % nb_groups, so group g's parts get channels
+    g, g + nb_groups, ... (drum kits are marked as drum channels).
 
     Args:
-        parts: instrument parts; `pan` sets CC10, `level` sets CC7 (FluidSynth maps CC7 to ~40*log10(v/127) dB).
+        groups: lists of parts; `pan` sets CC10, `level` sets CC7 (FluidSynth maps CC7 to ~40*log10(v/127) dB).
         nb_samples: output length in samples at 44.1 kHz; notes running past the end are cut.
         soundfont: path of the .sf2 file.
         gain: FluidSynth master gain.
     Returns:
-        float32 array (nb_channels=2, nb_samples).
+        One float32 array (nb_channels=2, nb_samples) per group.
     """
     if not os.path.isfile(soundfont):
         raise FileNotFoundError(f"soundfont not found: {soundfont} (apt-get install fluid-soundfont-gm)")
     fluidsynth = _fluidsynth()
+    if soundfont not in _keepers:  # FluidSynth frees cached samples with the last synth using them
+        keeper = fluidsynth.Synth(gain=0.0, samplerate=float(SAMPLE_RATE))
+        keeper.sfload(soundfont)
+        _keepers[soundfont] = keeper
+    nb_groups = max(1, len(groups))
     synth = fluidsynth.Synth(gain=gain, samplerate=float(SAMPLE_RATE), **{
-        "synth.reverb.active": 0, "synth.chorus.active": 0, "synth.cpu-cores": 1, "synth.polyphony": 512})
+        "synth.reverb.active": 0, "synth.chorus.active": 0, "synth.cpu-cores": 1, "synth.polyphony": 1024,
+        "synth.audio-channels": nb_groups, "synth.audio-groups": nb_groups})
+    out = np.zeros((2 * nb_groups, nb_samples), dtype=np.float32)  # (2 * nb_groups, nb_samples), L/R per group
     try:
         sfid = synth.sfload(soundfont)
         if sfid < 0:
             raise RuntimeError(f"FluidSynth could not load soundfont {soundfont}")
         events = []  # (sample, order, channel, pitch, velocity, note id); note-offs sort before note-ons
-        free_channels = [c for c in range(16) if c != DRUM_CHANNEL]
-        for part in parts:
-            if not part.notes:
-                continue
-            channel = DRUM_CHANNEL if part.bank == 128 else free_channels.pop(0)
-            synth.program_select(channel, sfid, part.bank, part.program)
-            synth.cc(channel, 7, int(np.clip(round(127 * np.sqrt(part.level)), 1, 127)))
-            synth.cc(channel, 10, int(np.clip(round(64 + 63 * part.pan), 0, 127)))
-            for note in part.notes:
-                on = int(round(note.start * SAMPLE_RATE))
-                if on >= nb_samples:
+        for g, parts in enumerate(groups):
+            channels = iter(range(g, 256, nb_groups))
+            for part in parts:
+                if not part.notes:
                     continue
-                off = max(on + 1, int(round((note.start + note.duration) * SAMPLE_RATE)))
-                uid = len(events)
-                events.append((on, 1, channel, note.pitch, note.velocity, uid))
-                events.append((off, 0, channel, note.pitch, 0, uid))
+                channel = next(channels)
+                if part.bank == 128:
+                    _set_channel_type(synth.synth, channel, 1)  # CHANNEL_TYPE_DRUM
+                synth.program_select(channel, sfid, part.bank, part.program)
+                synth.cc(channel, 7, int(np.clip(round(127 * np.sqrt(part.level)), 1, 127)))
+                synth.cc(channel, 10, int(np.clip(round(64 + 63 * part.pan), 0, 127)))
+                for note in part.notes:
+                    on = int(round(note.start * SAMPLE_RATE))
+                    if on >= nb_samples:
+                        continue
+                    off = max(on + 1, int(round((note.start + note.duration) * SAMPLE_RATE)))
+                    uid = len(events)
+                    events.append((on, 1, channel, note.pitch, note.velocity, uid))
+                    events.append((off, 0, channel, note.pitch, 0, uid))
         events.sort()
-        left = np.zeros(nb_samples, dtype=np.float32)
-        right = np.zeros(nb_samples, dtype=np.float32)
         sounding: dict[tuple[int, int], int] = {}  # (channel, pitch) -> id of the note holding that key
         position = 0
+        row_bytes = 4  # float32
 
         def pull(until: int) -> None:
             nonlocal position
             until = min(until, nb_samples)
             if until > position:
-                _write_float(synth.synth, until - position, left.ctypes.data + 4 * position, 0, 1,
-                             right.ctypes.data + 4 * position, 0, 1)
+                pointers = (ctypes.c_void_p * out.shape[0])(
+                    *[out[i].ctypes.data + row_bytes * position for i in range(out.shape[0])])
+                _process(synth.synth, until - position, 0, None, out.shape[0], pointers)
                 position = until
 
         for sample, is_on, channel, pitch, velocity, uid in events:
@@ -106,4 +128,9 @@ def render_parts(parts: list[Part], nb_samples: int, soundfont: str = SOUNDFONT,
         pull(nb_samples)
     finally:
         synth.delete()
-    return np.stack([left, right])  # (nb_channels, nb_samples)
+    return [out[2 * g: 2 * g + 2] for g in range(nb_groups)]  # each (nb_channels, nb_samples)
+
+
+def render_parts(parts: list[Part], nb_samples: int, soundfont: str = SOUNDFONT, gain: float = 0.3) -> np.ndarray:
+    """Render parts into one stereo buffer (nb_channels=2, nb_samples); see :func:`render_groups`."""
+    return render_groups([parts], nb_samples, soundfont, gain)[0]

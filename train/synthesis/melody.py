@@ -45,8 +45,8 @@ def lexicon_for(language: str) -> tuple[str, ...]:
 
 
 def _rhythm(rng: np.random.Generator, span: int, density: float) -> list[tuple[int, int]]:
-    """Phrase rhythm in eighth notes: (onset, length) pairs within `span` eighths, ending with a held note and a
-    rest. `density` in (0, 1] raises the share of short notes.
+    """Phrase rhythm in grid units (eighths or sixteenths): (onset, length) pairs within `span` units, ending with
+    a held note and a rest. `density` in (0, 1] raises the share of short notes.
     """
     start = int(rng.choice([0, 0, 1, 2, 2]))
     rest = int(rng.choice([2, 3, 4])) if span >= 8 else 1
@@ -127,7 +127,7 @@ def make_melody(plan: SongPlan, rng: np.random.Generator) -> tuple[list[MelodyNo
     scale = scale_pitch_classes(plan.tonic, plan.mode)
     voice = plan.voice
     words = lexicon_for(voice.language)
-    phrase_bars = 2 if grid.bar_seconds < 3.4 else 1
+    song_phrase_bars = 2 if grid.bar_seconds < 3.4 else 1
     density = float(rng.uniform(0.2, 0.8))
     lead: list[MelodyNote] = []
     harmony: list[MelodyNote] = []
@@ -136,13 +136,16 @@ def make_melody(plan: SongPlan, rng: np.random.Generator) -> tuple[list[MelodyNo
     for section in plan.sections:
         if not section.active.get("vocals"):
             continue
+        phrase_bars = min(song_phrase_bars, section.nb_bars)
         lift = {"chorus": int(rng.integers(2, 6)), "pre": 2, "bridge": int(rng.integers(-2, 4))}.get(section.kind, 0)
         centre = voice.centre + lift
         low, high = voice.centre - 8, voice.centre + 12
         if section.kind not in motifs:
             nb_motifs = 2 if section.kind == "chorus" else 3
             found = []
-            span = phrase_bars * beats * 2
+            # slow songs often sing in sixteenths; the rhythm grid unit is then a quarter beat
+            unit = 0.25 if grid.bpm < 100 and rng.random() < 0.6 else 0.5
+            span = int(phrase_bars * beats / unit)
             for _ in range(nb_motifs):
                 rhythm = _rhythm(rng, span, density if section.kind != "chorus" else density * 0.8)
                 if rng.random() < 0.2:
@@ -151,8 +154,8 @@ def make_melody(plan: SongPlan, rng: np.random.Generator) -> tuple[list[MelodyNo
                     lyric = [str(rng.choice(words)) for _ in rhythm]
                 found.append([rhythm, None, lyric])
             order = [0, 0, 1, 0] if section.kind == "chorus" else [0, 1, 0, 2]
-            motifs[section.kind] = (found, order)
-        found, order = motifs[section.kind]
+            motifs[section.kind] = (found, order, unit)
+        found, order, unit = motifs[section.kind]
         for k, bar in enumerate(range(section.start_bar, section.end_bar, phrase_bars)):
             if bar + phrase_bars > section.end_bar and section.end_bar - bar < phrase_bars:
                 break
@@ -161,7 +164,7 @@ def make_melody(plan: SongPlan, rng: np.random.Generator) -> tuple[list[MelodyNo
             motif = found[order[k % len(order)]]
             rhythm, contour, lyric = motif
             origin = bar * beats
-            onsets = [(origin + t / 2, d / 2) for t, d in rhythm]
+            onsets = [(origin + t * unit, d * unit) for t, d in rhythm]
             pitches, used = _realise(plan, rng, onsets, centre, low, high, scale, contour)
             if contour is None:
                 motif[1] = used

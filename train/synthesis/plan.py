@@ -276,6 +276,8 @@ def _layout_sections(rng: np.random.Generator, total_bars: int) -> list[tuple[st
     excerpts sometimes start later in the form (e.g. straight into a verse or chorus), as excerpts of real songs do.
     """
     form = list(_choice(rng, FORMS))
+    if total_bars <= 4:  # a very short excerpt: one section where everybody plays
+        return [(str(_choice(rng, ("verse", "chorus"))), max(2, total_bars))]
     unit = 4 if total_bars < 24 else 8
     core = [k for k in form if k not in ("intro", "outro")]
     laid = [(k, _section_lengths(k, unit, rng, total_bars)) for k in form]
@@ -434,6 +436,8 @@ def plan_song(rng: np.random.Generator, seconds: float) -> SongPlan:
         others=others, voice=_choose_voice(rng), reverb_rt60=float(rng.uniform(*genre.reverb_rt60)),
     )
     _plan_activity(rng, sections, len(others), [p.role for p in others])
+    if len(sections) == 1:
+        sections[0].active.update(drums=True, bass=True, vocals=True)
     _repair_coverage(plan)
     return plan
 

@@ -12,7 +12,7 @@ import numpy as np
 from train.synthesis import mix
 from train.synthesis.bass import make_bass
 from train.synthesis.drums import make_drums
-from train.synthesis.fluid import render_parts
+from train.synthesis.fluid import render_groups
 from train.synthesis.instruments import make_others
 from train.synthesis.melody import MelodyNote, make_melody
 from train.synthesis.plan import SongPlan, plan_song
@@ -57,11 +57,8 @@ def _render_attempt(seq: np.random.SeedSequence, seconds: float) -> tuple[dict[s
     lead, harmony = make_melody(plan, melody_rng)
     others = make_others(plan, lead, other_rng)
 
-    stems = {
-        "drums": render_parts([drums_part], nb_samples).astype(np.float64),
-        "bass": render_parts([bass_part], nb_samples).astype(np.float64),
-        "other": render_parts(others, nb_samples).astype(np.float64),
-    }
+    rendered = render_groups([[drums_part], [bass_part], others], nb_samples)
+    stems = {name: x.astype(np.float64) for name, x in zip(("drums", "bass", "other"), rendered)}
     voice = sing(_sung_notes(plan, lead), plan.voice.espeak_voice, nb_samples, voice_rng)
     if voice_rng.random() < 0.5:  # echo on the lead vocal
         beat = plan.grid.beat_seconds
