@@ -1,0 +1,463 @@
+"""Training from scratch: xumx-sliCQ, UMX or X-UMX on a folder in MUSDB18-HQ layout (real or synthetic).
+
+Defaults are the original xumx-sliCQ recipe: Adam (lr 1e-3, weight decay 1e-5), ReduceLROnPlateau on the
+validation loss (factor 0.3, patience 80, cooldown 10), batch 32, 1 s chunks, 64 chunks per track and epoch,
+random track mixing, gain and channel-swap augmentations, seed 42, 1000 epochs, early stopping.
+
+Outputs under ``--output``:
+
+* ``<arch>.chkpnt``: everything needed to resume (weights, optimizer, scheduler, early stopping, RNG states,
+  history), written atomically after every epoch;
+* ``<arch>.pth`` + ``<arch>.json``: the best epoch's weights and how to rebuild them (construction args,
+  training args, history, best epoch, data description, git commit), written atomically;
+* ``history.json``: per-epoch losses, learning rate and timings;
+* ``logdir/``: tensorboard (train/valid loss and its terms, learning rate, epoch time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import pathlib
+import random
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from xumx_slicq import checkpoint
+from xumx_slicq.data import SOURCES, ChunkDataset, FullTrackDataset, make_train_loader
+
+ARCHS = ("xumx-slicq", "umx", "xumx")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Architecture-specific pieces: building the model, its loss and its input statistics
+# --------------------------------------------------------------------------------------------------------------
+
+
+class SliCQTask:
+    """xumx-sliCQ: sliCQ magnitudes in, combination MSE (+ mcoef x SI-SDR through the inverse) out."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device):
+        from xumx_slicq.losses import MultiDomainLoss
+        from xumx_slicq.model import XUMXSliCQ
+        from xumx_slicq.transforms import SliCQT
+
+        slicq_config = dict(scale=args.fscale, fbins=args.fbins, fmin=args.fmin, fmax=args.fmax,
+                            sllen=args.sllen, trlen=args.trlen)
+        self.model = XUMXSliCQ(slicq_config=slicq_config, targets=args.targets, bandwidth=args.bandwidth).to(device)
+        self.slicqt = SliCQT(**self.model.slicq_config).to(device)
+        mcoef = 0.1 if args.mcoef is None else args.mcoef
+        self.loss = MultiDomainLoss(self.slicqt, mcoef=mcoef, time_domain=mcoef > 0)
+
+    def losses(self, x: Tensor, y: Tensor) -> Dict[str, Tensor]:
+        """x ``(nb_samples, nb_channels, nb_timesteps)``, y ``(nb_samples, nb_targets, nb_channels, nb_timesteps)``."""
+        mix = self.slicqt(x)  # complex blocks (nb_samples, nb_channels, nb_bins_b, nb_slices, T_b)
+        estimates = self.model([b.abs() for b in mix])  # (nb_samples, nb_targets, nb_channels, ...)
+        nb_samples, nb_targets = y.shape[:2]
+        # targets through the transform as one batch: (nb_samples * nb_targets, nb_channels, nb_timesteps)
+        target_blocks = self.slicqt(y.reshape(nb_samples * nb_targets, *y.shape[2:]))
+        # back to (nb_samples, nb_targets, nb_channels, nb_bins_b, nb_slices, T_b)
+        target_mags = [b.abs().reshape(nb_samples, nb_targets, *b.shape[1:]) for b in target_blocks]
+        return self.loss.terms(estimates, target_mags, mixture=mix, target_waveforms=y)
+
+    def init_scaler(self, dataset, max_items: int) -> int:
+        from xumx_slicq.model import init_input_scaler
+
+        from xumx_slicq.transforms import SliCQT
+
+        # statistics on the CPU with a CPU copy of the transform (the training one may live on the GPU)
+        return init_input_scaler(self.model, _mixtures(dataset), SliCQT(**self.model.slicq_config),
+                                 max_items=max_items)
+
+
+class BaselineTask:
+    """UMX (MSE on STFT magnitudes) or X-UMX (combination loss in both domains, weighted SDR, mcoef 10)."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device):
+        from xumx_slicq.baselines import MultiDomainLoss, build_baseline
+
+        self.arch = args.arch
+        self.model = build_baseline(args.arch, dict(targets=tuple(args.targets))).to(device)
+        mcoef = 10.0 if args.mcoef is None else args.mcoef
+        self.loss = MultiDomainLoss(mcoef=mcoef) if args.arch == "xumx" else None
+
+    def losses(self, x: Tensor, y: Tensor) -> Dict[str, Tensor]:
+        mix_stft = self.model.stft(x)  # (nb_samples, nb_channels, nb_bins, nb_frames) complex
+        estimates = self.model(mix_stft.abs())  # (nb_samples, nb_targets, nb_channels, nb_bins, nb_frames)
+        if self.loss is not None:
+            return self.loss.terms(estimates, mix_stft, y, mix_wave=x)
+        from xumx_slicq.baselines import mse_loss
+
+        nb_samples, nb_targets = y.shape[:2]
+        # (nb_samples * nb_targets, nb_channels, nb_timesteps) -> STFT -> back to the target axis
+        target_mag = self.model.stft(y.reshape(nb_samples * nb_targets, *y.shape[2:])).abs()
+        target_mag = target_mag.reshape(nb_samples, nb_targets, *target_mag.shape[1:])
+        total = mse_loss(estimates, target_mag)
+        return {"total": total, "mse": total}
+
+    def init_scaler(self, dataset, max_items: int) -> int:
+        from tqdm import tqdm
+
+        stft = copy.deepcopy(self.model.stft).to("cpu")
+        count = 0
+
+        def magnitudes():
+            nonlocal count
+            for x in tqdm(_mixtures(dataset), total=min(max_items, len(dataset)), desc="input statistics",
+                          unit="item"):
+                if count >= max_items:
+                    break
+                count += 1
+                yield stft(x[None]).abs()  # (1, nb_channels, nb_bins, nb_frames)
+
+        self.model.init_input_scaler(magnitudes())
+        return count
+
+
+def _mixtures(dataset):
+    """Mixtures of a dataset's items, ``(nb_channels, nb_timesteps)``."""
+    for i in range(len(dataset)):
+        yield dataset[i][0]
+
+
+def make_task(args: argparse.Namespace, device: torch.device):
+    return SliCQTask(args, device) if args.arch == "xumx-slicq" else BaselineTask(args, device)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=pathlib.Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def rng_state() -> Dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class EarlyStopping:
+    """Stop when the validation loss has not improved by ``min_delta`` for ``patience`` epochs."""
+
+    def __init__(self, patience: int, min_delta: float = 0.0):
+        self.patience, self.min_delta = patience, min_delta
+        self.best = math.inf
+        self.bad_epochs = 0
+
+    def step(self, value: float) -> bool:
+        """Record an epoch's loss; True when it is the best so far."""
+        if value < self.best - self.min_delta:
+            self.best, self.bad_epochs = value, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.best, self.bad_epochs = state["best"], state["bad_epochs"]
+
+
+def _mean_terms(acc: Dict[str, float], n: int) -> Dict[str, float]:
+    return {k: v / max(n, 1) for k, v in acc.items()}
+
+
+@torch.no_grad()
+def validate(task, dataset, device: torch.device, segment_seconds: float, progress: bool) -> Dict[str, float]:
+    """Loss over whole validation tracks, computed on consecutive segments (bounded memory), length-weighted."""
+    from tqdm import tqdm
+
+    task.model.eval()
+    seg = max(1, int(segment_seconds * 44100))
+    sums: Dict[str, float] = {}
+    total = 0
+    for i in tqdm(range(len(dataset)), desc="validation", unit="track", disable=not progress, leave=False):
+        x, y = dataset[i]
+        for start in range(0, x.shape[-1], seg):
+            xs, ys = x[..., start : start + seg], y[..., start : start + seg]
+            if xs.shape[-1] < 2048:  # a tail too short to be meaningful
+                continue
+            terms = task.losses(xs[None].to(device), ys[None].to(device))
+            n = xs.shape[-1]
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * n
+            total += n
+    if total == 0:
+        raise ValueError("validation set has no audio (is the valid split empty?)")
+    return {k: v / total for k, v in sums.items()}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--root", required=True, help="dataset root in MUSDB18-HQ layout (train/ and test/ folders)")
+    g.add_argument("--targets", nargs="+", default=list(SOURCES), help="targets, in model order")
+    g.add_argument("--seq-dur", type=float, default=1.0, help="training chunk length in seconds (1.0)")
+    g.add_argument("--samples-per-track", type=int, default=64, help="chunks per track and epoch (64)")
+    g.add_argument("--random-track-mix", action=argparse.BooleanOptionalAction, default=True,
+                   help="each source from a random track and offset (default on)")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="gain U[0.25, 1.25] and channel swap p 0.5 per source (default on)")
+    g.add_argument("--skip-silent", action="store_true", help="redraw chunks where a source is silent")
+    g.add_argument("--valid-fraction", type=float, default=0.1,
+                   help="held-out validation fraction for corpora other than MUSDB18-HQ (0.1)")
+    g.add_argument("--valid-seconds", type=float, default=None,
+                   help="only the first N seconds of each validation track (default: whole tracks)")
+    g.add_argument("--valid-segment", type=float, default=10.0,
+                   help="validation tracks are scored in segments of N seconds (10)")
+    g.add_argument("--stats-tracks", type=int, default=200, help="cap on items read for the input mean/scale")
+    g.add_argument("--workers", type=int, default=2, help="data loader worker processes (2)")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", choices=ARCHS, default="xumx-slicq")
+    g.add_argument("--fscale", default="bark", choices=("bark", "mel", "cqlog", "vqlog", "lin"))
+    g.add_argument("--fbins", type=int, default=262)
+    g.add_argument("--fmin", type=float, default=32.9)
+    g.add_argument("--fmax", type=float, default=22050.0)
+    g.add_argument("--sllen", type=int, default=None, help="slice length (default automatic)")
+    g.add_argument("--trlen", type=int, default=None, help="transition length (default sllen/4)")
+    g.add_argument("--bandwidth", type=float, default=16000.0, help="blocks above this are passed through")
+    g.add_argument("--mcoef", type=float, default=None,
+                   help="weight of the time-domain loss (default 0.1 for xumx-slicq, 10 for xumx; 0 disables)")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=1000)
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--weight-decay", type=float, default=1e-5)
+    g.add_argument("--lr-decay-patience", type=int, default=80)
+    g.add_argument("--lr-decay-gamma", type=float, default=0.3)
+    g.add_argument("--lr-cooldown", type=int, default=10)
+    g.add_argument("--patience", type=int, default=1000, help="early stopping patience in epochs (1000)")
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--max-examples", type=int, default=None,
+                   help="budget: stop after this many training examples (chunks) were seen")
+    g.add_argument("--max-hours", type=float, default=None, help="budget: stop after this wall-clock time")
+
+    g = p.add_argument_group("run")
+    g.add_argument("--output", required=True, help="output folder (checkpoints, best model, logs)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    g.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    g.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
+                   help="continue from <output>/<arch>.chkpnt if it exists")
+    g.add_argument("--debug", action="store_true",
+                   help="a few steps on tiny data: 2 epochs, batch 2, 2 chunks per track, 1 validation track")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm bars")
+    return p
+
+
+def apply_debug(args: argparse.Namespace) -> None:
+    args.epochs = min(args.epochs, 2)
+    args.batch_size = min(args.batch_size, 2)
+    args.samples_per_track = min(args.samples_per_track, 2)
+    args.valid_seconds = min(args.valid_seconds or 4.0, 4.0)
+    args.stats_tracks = min(args.stats_tracks, 4)
+    args.workers = 0
+
+
+def _describe_data(root: str, train_set, valid_set) -> Dict[str, Any]:
+    return {"root": os.path.abspath(root), "train_tracks": len(train_set.tracks),
+            "valid_tracks": len(valid_set.tracks), "valid_names": valid_set.track_names[:50]}
+
+
+def train(args: argparse.Namespace) -> Dict[str, Any]:
+    """Run training; returns the final summary (also in ``<output>/<arch>.json`` for the best epoch)."""
+    from tqdm import tqdm
+
+    if args.debug:
+        apply_debug(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    out = pathlib.Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = checkpoint.ARCH_FILES[args.arch]
+    chkpnt_path = out / f"{stem}.chkpnt"
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+
+    train_set = ChunkDataset(args.root, "train", targets=args.targets, seq_dur=args.seq_dur,
+                             samples_per_track=args.samples_per_track, random_track_mix=args.random_track_mix,
+                             augment=args.augment, skip_silent=args.skip_silent, seed=args.seed,
+                             valid_fraction=args.valid_fraction)
+    valid_set = FullTrackDataset(args.root, "valid", targets=args.targets, max_duration=args.valid_seconds,
+                                 valid_fraction=args.valid_fraction)
+    if args.debug:
+        valid_set.tracks = valid_set.tracks[:1]
+    if len(train_set.tracks) == 0:
+        raise SystemExit(f"error: no training tracks under {args.root}/train")
+    if len(valid_set.tracks) == 0:
+        raise SystemExit(f"error: no validation tracks in {args.root} (valid split is empty)")
+    if len(train_set) < args.batch_size:
+        raise SystemExit(f"error: {len(train_set)} training chunks per epoch is less than one batch of "
+                         f"{args.batch_size}; raise --samples-per-track or lower --batch-size")
+
+    task = make_task(args, device)
+    model = task.model
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=args.lr_decay_gamma,
+                                                           patience=args.lr_decay_patience,
+                                                           cooldown=args.lr_cooldown)
+    stopper = EarlyStopping(args.patience)
+    history: List[Dict[str, Any]] = []
+    start_epoch, examples_seen, elapsed_before = 1, 0, 0.0
+
+    if args.resume and chkpnt_path.is_file():
+        state = torch.load(chkpnt_path, map_location="cpu", weights_only=False)
+        if state["arch"] != args.arch:
+            raise SystemExit(f"error: {chkpnt_path} is a {state['arch']} checkpoint, not {args.arch}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        stopper.load_state_dict(state["early_stopping"])
+        history = state["history"]
+        start_epoch = state["epoch"] + 1
+        examples_seen = state["examples_seen"]
+        elapsed_before = state["elapsed_seconds"]
+        set_rng_state(state["rng"])
+        print(f"resumed from {chkpnt_path} at epoch {start_epoch} ({examples_seen} examples seen)")
+    else:
+        n = task.init_scaler(train_set, args.stats_tracks)
+        print(f"input mean/scale initialised from {n} training chunks")
+
+    loader = make_train_loader(train_set, batch_size=args.batch_size, num_workers=args.workers, seed=args.seed,
+                               pin_memory=device.type == "cuda")
+    loader.sampler.epoch = start_epoch - 1  # each epoch draws new chunks, also after a resume
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(out / "logdir"))
+    data_desc = _describe_data(args.root, train_set, valid_set)
+    t_start = time.time()
+    stop_reason = "epochs"
+    try:
+        for epoch in range(start_epoch, args.epochs + 1):
+            t0 = time.time()
+            model.train()
+            sums: Dict[str, float] = {}
+            steps = 0
+            bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not args.progress, leave=False)
+            for x, y in bar:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                optimizer.zero_grad(set_to_none=True)
+                terms = task.losses(x, y)
+                loss = terms["total"]
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite training loss at epoch {epoch}, step {steps}")
+                loss.backward()
+                optimizer.step()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                steps += 1
+                examples_seen += x.shape[0]
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+                if args.max_examples and examples_seen >= args.max_examples:
+                    break
+            train_terms = _mean_terms(sums, steps)
+            train_time = time.time() - t0
+            valid_terms = validate(task, valid_set, device, args.valid_segment, args.progress)
+            scheduler.step(valid_terms["total"])
+            is_best = stopper.step(valid_terms["total"])
+            epoch_time = time.time() - t0
+            lr = optimizer.param_groups[0]["lr"]
+            record = {"epoch": epoch, "train": train_terms, "valid": valid_terms, "lr": lr,
+                      "epoch_seconds": epoch_time, "train_seconds": train_time, "steps": steps,
+                      "examples_seen": examples_seen, "best": is_best}
+            history.append(record)
+            for k, v in train_terms.items():
+                writer.add_scalar(f"train/{k}", v, epoch)
+            for k, v in valid_terms.items():
+                writer.add_scalar(f"valid/{k}", v, epoch)
+            writer.add_scalar("lr", lr, epoch)
+            writer.add_scalar("epoch_seconds", epoch_time, epoch)
+            writer.flush()
+            elapsed = elapsed_before + (time.time() - t_start)
+            meta = dict(training_args=vars(args), history=history, best_epoch=epoch if is_best else None,
+                        best_valid_loss=stopper.best, data=data_desc, git_commit=git_commit(),
+                        examples_seen=examples_seen, elapsed_seconds=elapsed,
+                        device=str(device), torch=torch.__version__)
+            if is_best:
+                checkpoint.save_model(model, out, args.arch, **meta)
+            checkpoint.torch_save_atomic({
+                "arch": args.arch, "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "early_stopping": stopper.state_dict(), "history": history,
+                "examples_seen": examples_seen, "elapsed_seconds": elapsed, "rng": rng_state(),
+                "args": vars(args),
+            }, chkpnt_path)
+            checkpoint.json_save_atomic(history, out / "history.json")
+            print(f"epoch {epoch}: train {train_terms['total']:.5f} valid {valid_terms['total']:.5f} lr {lr:.2e} "
+                  f"{epoch_time:.1f} s{' (best)' if is_best else ''}", flush=True)
+            if stopper.stop:
+                stop_reason = "early stopping"
+                break
+            if args.max_examples and examples_seen >= args.max_examples:
+                stop_reason = "example budget"
+                break
+            if args.max_hours and elapsed >= args.max_hours * 3600:
+                stop_reason = "time budget"
+                break
+    finally:
+        writer.close()
+    summary = {"arch": args.arch, "epochs_run": len(history), "best_valid_loss": stopper.best,
+               "examples_seen": examples_seen, "stop_reason": stop_reason, "output": str(out)}
+    print(json.dumps(summary))
+    return summary
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        train(args)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
