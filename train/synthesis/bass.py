@@ -42,9 +42,11 @@ def make_bass(plan: SongPlan, rng: np.random.Generator) -> Part:
     funk = FUNK[int(rng.integers(len(FUNK)))]
 
     def root_of(chord: Chord) -> int:
+        """Chord root in the bass register around the song's bass centre."""
         return nearest_pitch(chord.root, centre, 28, 47)
 
     def note(bar: int, beat: float, length_beats: float, pitch: int, velocity: float, intensity: float) -> None:
+        """Add a humanised note at a bar/beat position."""
         t0 = grid.seconds(bar * beats + beat) + rng.normal(0, 0.003)
         t1 = grid.seconds(bar * beats + beat + length_beats)
         part.add(t0, t1 - t0, pitch, velocity * (0.8 + 0.25 * intensity) + rng.normal(0, 4))

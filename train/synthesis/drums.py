@@ -93,6 +93,7 @@ def make_drums(plan: SongPlan, rng: np.random.Generator) -> Part:
     kick_variant = KICK_VARIANTS[steps][int(rng.integers(len(KICK_VARIANTS[steps])))]
 
     def hit(bar: int, step: float, key: int, velocity: float, intensity: float) -> None:
+        """Add a humanised drum hit at a sixteenth `step` of `bar`."""
         beat = bar * grid.beats_per_bar + step / 4
         t = grid.seconds(beat) + rng.normal(0, jitter)
         scale = 0.72 + 0.33 * intensity

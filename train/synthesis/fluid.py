@@ -104,6 +104,7 @@ def render_groups(groups: list[list[Part]], nb_samples: int, soundfont: str = SO
         row_bytes = 4  # float32
 
         def pull(until: int) -> None:
+            """Render every group from the current position up to sample `until`."""
             nonlocal position
             until = min(until, nb_samples)
             if until > position:

@@ -47,6 +47,7 @@ def _harmonic_part(plan: SongPlan, spec: OtherPart, index: int, rng: np.random.G
     previous = None
 
     def add(bar: int, beat: float, length: float, pitch: int, velocity: float, inten: float, delay: float = 0.0):
+        """Add a humanised note at a bar/beat position (`delay` seconds later, for strums)."""
         t0 = grid.seconds(bar * beats + beat) + delay + rng.normal(0, 0.004)
         t1 = grid.seconds(bar * beats + beat + length) + delay
         part.add(t0, t1 - t0, pitch, velocity * (0.7 + 0.35 * inten) + rng.normal(0, 4))

@@ -159,7 +159,7 @@ def make_melody(plan: SongPlan, rng: np.random.Generator) -> tuple[list[MelodyNo
         for k, bar in enumerate(range(section.start_bar, section.end_bar, phrase_bars)):
             if bar + phrase_bars > section.end_bar and section.end_bar - bar < phrase_bars:
                 break
-            if section.kind != "chorus" and rng.random() < 0.08:
+            if k > 0 and section.kind != "chorus" and rng.random() < 0.08:
                 continue  # the singer skips a phrase
             motif = found[order[k % len(order)]]
             rhythm, contour, lyric = motif

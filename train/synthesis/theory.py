@@ -85,6 +85,7 @@ def diatonic_chord(tonic: int, mode: str, symbol: str, seventh: bool = False) ->
     steps = MODES[mode]
 
     def tone(k: int) -> int:
+        """Semitones above the tonic of the scale note `k` steps above the chord's degree."""
         octave, idx = divmod(degree + k, 7)
         return steps[idx] + 12 * octave
 
