@@ -106,6 +106,7 @@ def main(argv=None) -> int:
                     "torch": torch.__version__, "numba": numba.__version__, "numpy": np.__version__},
         "args": vars(args),
         "numba_cache_dir": os.environ.get("NUMBA_CACHE_DIR", "default (__pycache__)"),
+        "load_average_at_start": list(os.getloadavg()),  # other processes compete on a shared machine
         "workloads": {},
     }
 
@@ -148,6 +149,9 @@ def main(argv=None) -> int:
                                          "nb_slices": nb_slices, "torch": tor, "numba": num,
                                          "numba_vs_torch_rel_err": err}
 
+    report["load_average_at_end"] = list(os.getloadavg())
+    print(f"load average (1/5/15 min) at start {report['load_average_at_start']}, "
+          f"at end {report['load_average_at_end']}")
     for name, w in report["workloads"].items():
         t, n = w["torch"], w["numba"]
         print(f"{name:6s} torch: first {t['first_call_s']:.3f} s, steady wall min {t['wall_min_s']:.3f} s "

@@ -312,14 +312,23 @@ def wiener(
 @numba.njit(cache=True, nogil=True)
 def _nb_max_abs(x):
     """Largest |x| of a complex `(nb_channels, nb_problems, nb_slices, T)` view."""
-    best = 0.0
+    best = 0.0  # largest squared magnitude (no hypot in the hot loop)
     for c in range(x.shape[0]):
         for p in range(x.shape[1]):
             for s in range(x.shape[2]):
                 for t in range(x.shape[3]):
-                    a = abs(complex(x[c, p, s, t]))
+                    v = complex(x[c, p, s, t])
+                    a = v.real * v.real + v.imag * v.imag
                     if a > best:
                         best = a
+    if best < 1e300:
+        return math.sqrt(best)
+    best = 0.0  # squares overflowed (|x| > 1e150): exact but slower
+    for c in range(x.shape[0]):
+        for p in range(x.shape[1]):
+            for s in range(x.shape[2]):
+                for t in range(x.shape[3]):
+                    best = max(best, abs(complex(x[c, p, s, t])))
     return best
 
 
@@ -352,12 +361,46 @@ def _nb_solve(a, b, z):
         z[k] = acc / a[k, k]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _nb_accumulate(ybuf, racc, wacc, p):
+    """Add one frame's estimates `ybuf` `(nb_sources, nb_channels)` to problem `p`'s sums:
+    `racc[p, j]` += y_j y_j^H (upper triangle), `wacc[p, j]` += mean_c |y_jc|^2.
+
+    `|y_c|^2` is written like `Re(y_c conj(y_d))` so identical channels keep a rank-one covariance."""
+    nb_out, nb_channels = ybuf.shape
+    if nb_channels == 2:
+        for j in range(nb_out):
+            y0 = ybuf[j, 0]
+            y1 = ybuf[j, 1]
+            p00 = y0.real * y0.real + y0.imag * y0.imag
+            p11 = y1.real * y1.real + y1.imag * y1.imag
+            racc[p, j, 0, 0] += p00
+            racc[p, j, 1, 1] += p11
+            racc[p, j, 0, 1] += complex(y0.real * y1.real + y0.imag * y1.imag, y0.imag * y1.real - y0.real * y1.imag)
+            wacc[p, j] += (p00 + p11) * 0.5
+        return
+    for j in range(nb_out):
+        pw = 0.0
+        for c in range(nb_channels):
+            yc = ybuf[j, c]
+            for d in range(c, nb_channels):
+                yd = ybuf[j, d]
+                re = yc.real * yd.real + yc.imag * yd.imag
+                im = yc.imag * yd.real - yc.real * yd.imag
+                racc[p, j, c, d] += complex(re, im)
+                if d == c:
+                    pw += re
+        wacc[p, j] += pw / nb_channels
+
+
 @numba.njit(cache=True, nogil=True, fastmath={"contract", "arcp", "nsz"})
 def _nb_em_problems(x, tgt, out, scales, iterations, softmask, residual, eps):
     """Wiener-EM of independent problems (bins) that share one frame grid.
 
     Frames are the `(slice, t)` grid of the views; the problem axis is innermost in the loops so that
-    neighbouring bins of the STFT layout are read contiguously.
+    neighbouring bins of the STFT layout are read contiguously.  One pass over the frames per iteration:
+    the statistics for the next iteration are accumulated while the new estimates are written (the
+    initial-estimate pass accumulates the first ones).
 
     Args:
         x: complex `(nb_channels, nb_problems, nb_slices, T)` mixture view.
@@ -375,16 +418,25 @@ def _nb_em_problems(x, tgt, out, scales, iterations, softmask, residual, eps):
     nb_out = out.shape[0]
     reg = math.sqrt(eps)
     inv_c = 1.0 / nb_channels
-    stereo = nb_channels == 2
+    em = iterations > 0
 
-    # ---- initial estimate, already divided by the normaliser when EM follows
+    ybuf = np.zeros((nb_out, nb_channels), dtype=np.complex128)  # one frame's estimates
+    racc = np.zeros((nb_prob, nb_out, nb_channels, nb_channels), dtype=np.complex128)  # sum_t y y^H
+    wacc = np.zeros((nb_prob, nb_out), dtype=np.float64)  # sum_t v
+    rmat = np.zeros((nb_prob, nb_out, nb_channels, nb_channels), dtype=np.complex128)  # R_j
+    v = np.zeros(nb_out, dtype=np.float64)
+    cxx = np.zeros((nb_channels, nb_channels), dtype=np.complex128)
+    xs = np.zeros(nb_channels, dtype=np.complex128)
+    z = np.zeros(nb_channels, dtype=np.complex128)
+
+    # ---- initial estimate, divided by the normaliser when EM follows; first statistics
     for s in range(nb_slices):
         for t in range(nb_t):
             for p in range(nb_prob):
-                first = 1.0 if iterations == 0 else 1.0 / scales[p]
+                first = 1.0 / scales[p] if em else 1.0
                 for c in range(nb_channels):
                     ct = c if nb_tch > 1 else 0
-                    xv = complex(x[c, p, s, t])
+                    xv = complex(x[c, p, s, t]) * first
                     acc = 0.0j
                     if softmask:
                         total = 0.0
@@ -393,111 +445,79 @@ def _nb_em_problems(x, tgt, out, scales, iterations, softmask, residual, eps):
                         for j in range(nb_src):
                             yj = (float(tgt[j, ct, p, s, t]) / (eps + total)) * xv
                             acc += yj
-                            out[j, c, p, s, t] = yj * first
+                            ybuf[j, c] = yj
                     else:
-                        mag = abs(xv)
-                        ph = xv / mag if mag > 0.0 else 1.0 + 0.0j
+                        # unit phasor exp(i angle(x)), 1 where x == 0; hypot only outside the safe range
+                        sq = xv.real * xv.real + xv.imag * xv.imag
+                        if 1e-300 < sq < 1e300:
+                            ph = xv * (1.0 / math.sqrt(sq))
+                        elif xv.real == 0.0 and xv.imag == 0.0:
+                            ph = 1.0 + 0.0j
+                        else:
+                            ph = xv * (1.0 / abs(xv))
+                        ph = ph * first
                         for j in range(nb_src):
                             yj = float(tgt[j, ct, p, s, t]) * ph
                             acc += yj
-                            out[j, c, p, s, t] = yj * first
+                            ybuf[j, c] = yj
                     if residual:
-                        out[nb_src, c, p, s, t] = (xv - acc) * first
-    if iterations == 0:
-        return
+                        ybuf[nb_src, c] = xv - acc
+                for j in range(nb_out):
+                    for c in range(nb_channels):
+                        out[j, c, p, s, t] = ybuf[j, c]
+                if em:
+                    _nb_accumulate(ybuf, racc, wacc, p)
 
-    rmat = np.zeros((nb_prob, nb_out, nb_channels, nb_channels), dtype=np.complex128)
-    weight = np.zeros((nb_prob, nb_out), dtype=np.float64)
-    v = np.zeros(nb_out, dtype=np.float64)
-    cxx = np.zeros((nb_channels, nb_channels), dtype=np.complex128)
-    xs = np.zeros(nb_channels, dtype=np.complex128)
-    z = np.zeros(nb_channels, dtype=np.complex128)
     for it in range(iterations):
         last = it == iterations - 1
-        # ---- statistics: R_j = sum_t y y^H / (eps + sum_t v_j)  (upper triangle, mirrored below)
-        rmat[:] = 0.0
-        weight[:] = 0.0
-        for s in range(nb_slices):
-            for t in range(nb_t):
-                for p in range(nb_prob):
-                    for j in range(nb_out):
-                        if stereo:
-                            y0 = complex(out[j, 0, p, s, t])
-                            y1 = complex(out[j, 1, p, s, t])
-                            # |y_c|^2 written like Re(y_c conj(y_d)): identical channels stay rank-one
-                            p00 = y0.real * y0.real + y0.imag * y0.imag
-                            p11 = y1.real * y1.real + y1.imag * y1.imag
-                            q_re = y0.real * y1.real + y0.imag * y1.imag
-                            q_im = y0.imag * y1.real - y0.real * y1.imag
-                            rmat[p, j, 0, 0] += p00
-                            rmat[p, j, 1, 1] += p11
-                            rmat[p, j, 0, 1] += complex(q_re, q_im)
-                            weight[p, j] += (p00 + p11) * 0.5
-                        else:
-                            pw = 0.0
-                            for c in range(nb_channels):
-                                yc = complex(out[j, c, p, s, t])
-                                for d in range(c, nb_channels):
-                                    yd = complex(out[j, d, p, s, t])
-                                    re = yc.real * yd.real + yc.imag * yd.imag
-                                    im = yc.imag * yd.real - yc.real * yd.imag
-                                    rmat[p, j, c, d] += complex(re, im)
-                                    if d == c:
-                                        pw += re
-                            weight[p, j] += pw * inv_c
+        # ---- R_j = sum_t y y^H / (eps + sum_t v_j), Hermitian
         for p in range(nb_prob):
             for j in range(nb_out):
-                w = eps + weight[p, j]
+                w = eps + wacc[p, j]
                 for c in range(nb_channels):
                     for d in range(c, nb_channels):
-                        rmat[p, j, c, d] = rmat[p, j, c, d] / w
+                        rmat[p, j, c, d] = racc[p, j, c, d] / w
                         if d != c:
                             rmat[p, j, d, c] = rmat[p, j, c, d].conjugate()
                     rmat[p, j, c, c] = complex(rmat[p, j, c, c].real, 0.0)
+        racc[:] = 0.0
+        wacc[:] = 0.0
         # ---- multichannel Wiener gain frame by frame: y_j = v_j R_j C_xx^{-1} x
         for s in range(nb_slices):
             for t in range(nb_t):
                 for p in range(nb_prob):
                     inv_scale = 1.0 / scales[p]
-                    out_gain = scales[p] if last else 1.0
-                    if stereo:
-                        c00 = reg
-                        c11 = reg
-                        c01 = 0.0j
-                        for j in range(nb_out):
-                            y0 = complex(out[j, 0, p, s, t])
-                            y1 = complex(out[j, 1, p, s, t])
-                            vj = (y0.real * y0.real + y0.imag * y0.imag
-                                  + y1.real * y1.real + y1.imag * y1.imag) * 0.5
-                            v[j] = vj
-                            c00 += vj * rmat[p, j, 0, 0].real
-                            c11 += vj * rmat[p, j, 1, 1].real
-                            c01 += vj * rmat[p, j, 0, 1]
-                        x0 = complex(x[0, p, s, t]) * inv_scale
-                        x1 = complex(x[1, p, s, t]) * inv_scale
-                        inv_det = 1.0 / (c00 * c11 - (c01.real * c01.real + c01.imag * c01.imag))
-                        z0 = (c11 * x0 - c01 * x1) * inv_det
-                        z1 = (c00 * x1 - c01.conjugate() * x0) * inv_det
-                        for j in range(nb_out):
-                            g = v[j] * out_gain
-                            out[j, 0, p, s, t] = g * (rmat[p, j, 0, 0].real * z0 + rmat[p, j, 0, 1] * z1)
-                            out[j, 1, p, s, t] = g * (rmat[p, j, 1, 0] * z0 + rmat[p, j, 1, 1].real * z1)
-                        continue
                     for j in range(nb_out):
                         pw = 0.0
                         for c in range(nb_channels):
                             yc = complex(out[j, c, p, s, t])
                             pw += yc.real * yc.real + yc.imag * yc.imag
                         v[j] = pw * inv_c
-                    for c in range(nb_channels):
-                        xs[c] = complex(x[c, p, s, t]) * inv_scale
-                    if nb_channels == 1:
+                    if nb_channels == 2:
+                        c00 = reg
+                        c11 = reg
+                        c01 = 0.0j
+                        for j in range(nb_out):
+                            c00 += v[j] * rmat[p, j, 0, 0].real
+                            c11 += v[j] * rmat[p, j, 1, 1].real
+                            c01 += v[j] * rmat[p, j, 0, 1]
+                        x0 = complex(x[0, p, s, t]) * inv_scale
+                        x1 = complex(x[1, p, s, t]) * inv_scale
+                        inv_det = 1.0 / (c00 * c11 - (c01.real * c01.real + c01.imag * c01.imag))
+                        z0 = (c11 * x0 - c01 * x1) * inv_det
+                        z1 = (c00 * x1 - c01.conjugate() * x0) * inv_det
+                        for j in range(nb_out):
+                            r01 = rmat[p, j, 0, 1]
+                            ybuf[j, 0] = v[j] * (rmat[p, j, 0, 0].real * z0 + r01 * z1)
+                            ybuf[j, 1] = v[j] * (r01.conjugate() * z0 + rmat[p, j, 1, 1].real * z1)
+                    elif nb_channels == 1:
                         acc = reg
                         for j in range(nb_out):
                             acc += v[j] * rmat[p, j, 0, 0].real
-                        z[0] = xs[0] / (acc + eps)  # norbert's scalar inverse 1 / (M + eps)
+                        z[0] = complex(x[0, p, s, t]) * inv_scale / (acc + eps)  # norbert: 1 / (M + eps)
                     else:
                         for c in range(nb_channels):
+                            xs[c] = complex(x[c, p, s, t]) * inv_scale
                             for d in range(nb_channels):
                                 acc = 0.0j
                                 for j in range(nb_out):
@@ -505,13 +525,23 @@ def _nb_em_problems(x, tgt, out, scales, iterations, softmask, residual, eps):
                                 cxx[c, d] = acc
                             cxx[c, c] += reg
                         _nb_solve(cxx, xs, z)
-                    for j in range(nb_out):
-                        g = v[j] * out_gain
-                        for c in range(nb_channels):
-                            acc = 0.0j
-                            for d in range(nb_channels):
-                                acc += rmat[p, j, c, d] * z[d]
-                            out[j, c, p, s, t] = g * acc
+                    if nb_channels != 2:
+                        for j in range(nb_out):
+                            for c in range(nb_channels):
+                                acc = 0.0j
+                                for d in range(nb_channels):
+                                    acc += rmat[p, j, c, d] * z[d]
+                                ybuf[j, c] = v[j] * acc
+                    if last:
+                        gain = scales[p]
+                        for j in range(nb_out):
+                            for c in range(nb_channels):
+                                out[j, c, p, s, t] = ybuf[j, c] * gain
+                    else:
+                        for j in range(nb_out):
+                            for c in range(nb_channels):
+                                out[j, c, p, s, t] = ybuf[j, c]
+                        _nb_accumulate(ybuf, racc, wacc, p)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -774,6 +804,8 @@ def wiener_matrix(
     tgt_np = (targets_magnitude.detach().cpu().numpy() if torch.is_tensor(targets_magnitude)
               else np.asarray(targets_magnitude))
     tgt_np, mix_np = _as_numpy_pair(fn, tgt_np, mix_np)
+    # one compiled signature per dtype: strided views (e.g. a mono slice of the targets) are copied
+    tgt_np, mix_np = np.ascontiguousarray(tgt_np), np.ascontiguousarray(mix_np)
     nb_out = tshape[1] + (1 if residual else 0)
     out = np.zeros((mshape[0], nb_out) + mshape[1:], dtype=mix_np.dtype)
     with numba.parallel_chunksize(1):  # tasks differ in size (T from 16 to 292): hand them out one by one
