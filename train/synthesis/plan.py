@@ -41,6 +41,11 @@ class Genre:
     seventh_chords: float = 0.0  # probability of seventh chords
 
 
+#: Genre weights (relative): mostly 4/4 pop/rock like MUSDB18, fewer waltzes and reggae songs.
+GENRE_WEIGHTS = {"pop": 1.8, "rock": 2.0, "funk": 1.0, "ballad": 1.1, "dance": 1.1, "hiphop": 1.1, "shuffle": 0.8,
+                 "reggae": 0.6, "waltz": 0.5}
+
+
 GENRES: tuple[Genre, ...] = (
     Genre("pop", (88, 124), (4,), (0.1, 0.12), 0.25, (0, 1, 8, 24), ("pop16", "pop8", "pop_halftime"),
           (33, 34, 38, 39), ("root8", "syncop", "sustain", "octave"),
@@ -394,7 +399,8 @@ def plan_song(rng: np.random.Generator, seconds: float) -> SongPlan:
     """
     if seconds <= 0:
         raise ValueError(f"song duration must be positive, got {seconds}")
-    genre = _choice(rng, GENRES)
+    weights = np.array([GENRE_WEIGHTS[g.name] for g in GENRES])
+    genre = GENRES[int(rng.choice(len(GENRES), p=weights / weights.sum()))]
     bpm = float(rng.uniform(*genre.tempo))
     meter = int(_choice(rng, genre.meters))
     swung = rng.random() < genre.swing[0]
@@ -443,3 +449,4 @@ def plan_song(rng: np.random.Generator, seconds: float) -> SongPlan:
 
 
 assert all(mode in MODES for g in GENRES for mode in g.modes)
+assert set(GENRE_WEIGHTS) == {g.name for g in GENRES}
