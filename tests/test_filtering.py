@@ -242,7 +242,8 @@ def make_matrix(seed, nb_samples=2, nb_targets=3, nb_channels=2, nb_slices=6, dt
     max_t = int(lengths.max())
     cdtype = np.complex64 if dtype == np.float32 else np.complex128
     shape = (nb_samples, nb_channels, len(lengths), nb_slices, max_t)
-    mix = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) * rng.uniform(0.1, 40, (1, 1, len(lengths), 1, 1))
+    loudness = rng.uniform(0.1, 40, (1, 1, len(lengths), 1, 1))  # per bin
+    mix = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) * loudness
     tgt = np.abs(mix)[:, None] * rng.uniform(0, 1, (nb_samples, nb_targets) + shape[1:])
     valid = np.arange(max_t)[None, :] < lengths[:, None]  # (B, T)
     mix = mix * valid[:, None, :]  # (B, 1, T) broadcasts over (..., B, S, T)

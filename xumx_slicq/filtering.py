@@ -376,7 +376,8 @@ def _nb_accumulate(ybuf, racc, wacc, p):
             p11 = y1.real * y1.real + y1.imag * y1.imag
             racc[p, j, 0, 0] += p00
             racc[p, j, 1, 1] += p11
-            racc[p, j, 0, 1] += complex(y0.real * y1.real + y0.imag * y1.imag, y0.imag * y1.real - y0.real * y1.imag)
+            racc[p, j, 0, 1] += complex(y0.real * y1.real + y0.imag * y1.imag,
+                                        y0.imag * y1.real - y0.real * y1.imag)
             wacc[p, j] += (p00 + p11) * 0.5
         return
     for j in range(nb_out):
@@ -604,8 +605,8 @@ def _as_numpy_pair(fn: str, targets, mix):
         raise TypeError(f"{_WHERE}: {fn}: mix must be a complex64/complex128 numpy array, got "
                         f"{type(mix).__name__}{'' if not isinstance(mix, np.ndarray) else ' ' + str(mix.dtype)}")
     if not isinstance(targets, np.ndarray) or not np.issubdtype(targets.dtype, np.floating):
-        raise TypeError(f"{_WHERE}: {fn}: targets must be a real floating numpy array, got "
-                        f"{type(targets).__name__}{'' if not isinstance(targets, np.ndarray) else ' ' + str(targets.dtype)}")
+        kind = type(targets).__name__ + (f" {targets.dtype}" if isinstance(targets, np.ndarray) else "")
+        raise TypeError(f"{_WHERE}: {fn}: targets must be a real floating numpy array, got {kind}")
     real = np.float32 if mix.dtype == np.complex64 else np.float64
     return targets.astype(real, copy=False), mix
 
