@@ -255,3 +255,18 @@ def test_musdb_backend_stem_mp4(tmp_path):
 def test_module_constants():
     assert data.SOURCES == ("vocals", "drums", "bass", "other")
     assert data.TRACK_FILES == ("mixture", "drums", "bass", "other", "vocals")
+
+
+def test_throughput_benchmark_runs(corpus, tmp_path):
+    import json
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "benchmark.data_throughput", "--root", str(corpus), "--output",
+                           str(tmp_path), "--batch-size", "4", "--batches", "3", "--warmup", "1", "--seq-dur", "0.5",
+                           "--samples-per-track", "4"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "data_throughput.json").read_text())
+    assert [r["workers"] for r in result["runs"]] == [2, 0]
+    assert all(r["samples_per_s"] > 0 for r in result["runs"])
+    assert result["runs"][0]["x_shape"] == [4, 2, RATE // 2] and result["runs"][0]["y_shape"] == [4, 4, 2, RATE // 2]
