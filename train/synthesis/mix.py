@@ -60,22 +60,25 @@ def room_impulse(rng: np.random.Generator, rt60: float) -> np.ndarray:
 
 
 def add_reverb(stems: np.ndarray, ir: np.ndarray, wets: np.ndarray) -> np.ndarray:
-    """Each stem plus `wet` times its reverb: the stem's mid (channel mean) convolved with the stereo IR.
+    """Add to each stem, in place, `wet` times its reverb: the stem's mid (channel mean) convolved with the IR.
 
     Args:
-        stems: (nb_stems, 2, nb_samples) float signals.
+        stems: (nb_stems, 2, nb_samples) float32 signals, modified in place.
         ir: (2, nb_taps) impulse response.
         wets: (nb_stems,) send levels.
     Returns:
-        (nb_stems, 2, nb_samples) float64. One batched float32 FFT convolution (the tail needs no more).
+        `stems`. Float32 FFT convolution, one stem at a time to bound memory.
     """
     nb_samples = stems.shape[-1]
     n = fft.next_fast_len(nb_samples + ir.shape[1] - 1, real=True)
-    mid = stems.mean(axis=1).astype(np.float32)  # (nb_stems, nb_samples)
-    spectra = fft.rfft(mid, n=n, axis=-1)  # (nb_stems, n // 2 + 1)
     response = fft.rfft(ir.astype(np.float32), n=n, axis=-1)  # (2, n // 2 + 1)
-    wet = fft.irfft(spectra[:, None, :] * response[None, :, :], n=n, axis=-1)[..., :nb_samples]  # (nb_stems, 2, T)
-    return stems + np.asarray(wets, dtype=np.float64)[:, None, None] * wet
+    for k, wet in enumerate(wets):
+        if wet <= 0:
+            continue
+        spectrum = fft.rfft(stems[k].mean(axis=0), n=n)  # (n // 2 + 1,) spectrum of the mid signal
+        tail = fft.irfft(spectrum[None, :] * response, n=n, axis=-1)  # (2, n)
+        stems[k] += np.float32(wet) * tail[:, :nb_samples]
+    return stems
 
 
 def active_rms(x: np.ndarray, frame: int = 4410) -> float:
@@ -141,24 +144,29 @@ def master(stems: dict[str, np.ndarray], rng: np.random.Generator) -> tuple[dict
     """Glue-compress, set the loudness and quantise the stems; the mixture is their integer sum.
 
     Args:
-        stems: name -> float (2, nb_samples) stem.
+        stems: name -> float (2, nb_samples) stem (float32 arrays are scaled in place).
         rng: generator for the loudness target and compressor settings.
     Returns:
         (name -> int16 (nb_samples, 2) arrays including "mixture", info dict with the gains used).
     """
     names = list(stems)
-    mix = sum(stems[n] for n in names)
+    stems = {n: np.asarray(stems[n], dtype=np.float32) for n in names}  # scaled in place below
+    mix = sum(stems[n] for n in names)  # (2, nb_samples)
     threshold = 20 * np.log10(active_rms(mix) + 1e-12) + float(rng.uniform(0, 4))
     ratio = float(rng.uniform(1.5, 3.0))
-    glue = glue_gain(mix, threshold, ratio)
-    stems = {n: stems[n] * glue for n in names}
-    mix = mix * glue
+    glue = glue_gain(mix, threshold, ratio).astype(np.float32)  # (nb_samples,)
+    for x in [mix] + [stems[n] for n in names]:
+        x *= glue
     target_db = float(rng.uniform(-16.0, -10.0))
     gain = 10 ** (target_db / 20) / max(active_rms(mix), 1e-9)
-    detector = np.max(np.abs(np.stack([mix] + [stems[n] for n in names])), axis=0) * gain  # (2, nb_samples)
-    limit = limiter_gain(detector, PEAK_CEILING, float(rng.uniform(2.0, 6.0))) * gain
-    stems = {n: stems[n] * limit for n in names}
-    mix = mix * limit
+    detector = np.abs(mix)  # (2, nb_samples): largest magnitude of the mixture and of any stem
+    for n in names:
+        np.maximum(detector, np.abs(stems[n]), out=detector)
+    detector *= np.float32(gain)
+    limit = (limiter_gain(detector, PEAK_CEILING, float(rng.uniform(2.0, 6.0))) * gain).astype(np.float32)
+    del detector
+    for x in [mix] + [stems[n] for n in names]:
+        x *= limit
     gain = 1.0
     peak = max([np.abs(mix).max()] + [np.abs(s).max() for s in stems.values()])
     limited = gain * peak > PEAK_CEILING
@@ -166,7 +174,7 @@ def master(stems: dict[str, np.ndarray], rng: np.random.Generator) -> tuple[dict
         gain = PEAK_CEILING / peak
     out = {}
     for n in names:
-        out[n] = np.round(stems[n].T * gain * INT16_FULL_SCALE).astype(np.int16)  # (nb_samples, nb_channels)
+        out[n] = np.round(stems[n].T * np.float32(gain * INT16_FULL_SCALE)).astype(np.int16)  # (nb_samples, 2)
     total = sum(out[n].astype(np.int32) for n in names)
     if np.abs(total).max() > INT16_FULL_SCALE:  # cannot happen with PEAK_CEILING; guard the invariant anyway
         raise AssertionError("mixture would clip after quantisation")

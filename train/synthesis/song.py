@@ -58,7 +58,7 @@ def _render_attempt(seq: np.random.SeedSequence, seconds: float) -> tuple[dict[s
     others = make_others(plan, lead, other_rng)
 
     rendered = render_groups([[drums_part], [bass_part], others], nb_samples)
-    stems = {name: x.astype(np.float64) for name, x in zip(("drums", "bass", "other"), rendered)}
+    stems = dict(zip(("drums", "bass", "other"), rendered))  # float32 (2, nb_samples) each
     voice = sing(_sung_notes(plan, lead), plan.voice.espeak_voice, nb_samples, voice_rng)
     if voice_rng.random() < 0.5:  # echo on the lead vocal
         beat = plan.grid.beat_seconds
@@ -69,7 +69,8 @@ def _render_attempt(seq: np.random.SeedSequence, seconds: float) -> tuple[dict[s
         second = sing(_sung_notes(plan, harmony), plan.voice.harmony_voice, nb_samples, voice_rng)
         pan = float(voice_rng.choice([-1, 1]) * voice_rng.uniform(0.2, 0.5))
         vocals = vocals + mix.pan_mono(second, pan) * 10 ** (float(voice_rng.uniform(-8, -4)) / 20)
-    stems["vocals"] = vocals
+    stems["vocals"] = vocals.astype(np.float32)
+    del vocals, voice, rendered
     if any(_silent(stems[name]) for name in STEMS):
         return None
 
@@ -77,18 +78,19 @@ def _render_attempt(seq: np.random.SeedSequence, seconds: float) -> tuple[dict[s
     sends = {"drums": (0.05, 0.25), "bass": (0.0, 0.05), "other": (0.15, 0.45), "vocals": (0.2, 0.5)}
     offsets = {"drums": (-2.5, 2.5), "bass": (-3.5, 1.5), "other": (-4.0, 2.0), "vocals": (-1.5, 3.0)}
     wets = np.array([mix_rng.uniform(*sends[name]) for name in STEMS])
-    wet_stems = mix.add_reverb(np.stack([stems[name] for name in STEMS]), ir, wets)  # (nb_stems, 2, T)
+    wet_stems = np.stack([stems.pop(name) for name in STEMS])  # (nb_stems, 2, T) float32
+    mix.add_reverb(wet_stems, ir, wets)
     levels = {}
     for k, name in enumerate(STEMS):
         x = wet_stems[k]
         level_db = float(mix_rng.uniform(*offsets[name]))
-        x *= 10 ** (level_db / 20) * 0.1 / max(mix.active_rms(x), 1e-9)
+        x *= np.float32(10 ** (level_db / 20) * 0.1 / max(mix.active_rms(x), 1e-9))
         stems[name] = x
         levels[name] = {"level_db": round(level_db, 2), "reverb_send": round(float(wets[k]), 3)}
     fade = min(float(mix_rng.uniform(1.0, 3.0)), 0.15 * seconds)
     nb_fade = int(fade * mix.SAMPLE_RATE)
     if nb_fade > 1:
-        ramp = np.linspace(1.0, 0.0, nb_fade) ** 2
+        ramp = (np.linspace(1.0, 0.0, nb_fade) ** 2).astype(np.float32)
         for name in STEMS:
             stems[name][:, -nb_fade:] *= ramp
     meta = plan.describe()
