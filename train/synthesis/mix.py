@@ -179,7 +179,7 @@ def master(stems: dict[str, np.ndarray], rng: np.random.Generator) -> tuple[dict
     if np.abs(total).max() > INT16_FULL_SCALE:  # cannot happen with PEAK_CEILING; guard the invariant anyway
         raise AssertionError("mixture would clip after quantisation")
     out["mixture"] = total.astype(np.int16)
-    info = {"final_gain_db": round(20 * np.log10(gain), 2), "loudness_target_dbfs": round(target_db, 2),
+    info = {"final_gain_db": round(float(20 * np.log10(gain)), 2), "loudness_target_dbfs": round(target_db, 2),
             "peak_limited": bool(limited), "glue_ratio": round(ratio, 2),
-            "mixture_peak_dbfs": round(20 * np.log10(max(1, np.abs(total).max()) / INT16_FULL_SCALE), 2)}
+            "mixture_peak_dbfs": round(float(20 * np.log10(max(1, np.abs(total).max()) / INT16_FULL_SCALE)), 2)}
     return out, info
