@@ -5,7 +5,8 @@ import itertools
 import pytest
 import torch
 
-from xumx_slicq.losses import MultiDomainLoss, combination_loss, combination_subsets, subset_matrix
+from xumx_slicq.losses import (MultiDomainLoss, combination_loss, combination_subsets, subset_matrix,
+                               subset_sisdr_loss, unit_phasors)
 from xumx_slicq.model import XUMXSliCQ
 from xumx_slicq.transforms import SliCQT, apply_phase
 
@@ -108,12 +109,13 @@ def make_batch(slicqt, nb_samples=2, length=20000, seed=0, coherent=False, silen
     return waves, target_mags, mixture
 
 
-def test_time_term_equals_fourteen_separate_inverses(slicqt):
+@pytest.mark.parametrize("impl", ["gram", "auraloss"])
+def test_time_term_equals_fourteen_separate_inverses(slicqt, impl):
     import auraloss
 
     waves, mags, mix = make_batch(slicqt, length=15000)
     est = [m * (0.5 + torch.rand_like(m)) for m in mags]
-    loss = MultiDomainLoss(slicqt)
+    loss = MultiDomainLoss(slicqt, sisdr=impl)
     fast = loss.time_loss(est, mix, waves)
     # reference: invert each subset's summed mix-phase estimate on its own
     sisdr = auraloss.time.SISDRLoss()
@@ -123,6 +125,43 @@ def test_time_term_equals_fourteen_separate_inverses(slicqt):
         wave = slicqt.inverse(apply_phase(summed, mix), waves.shape[-1])
         per_subset.append(sisdr(wave, waves[:, list(subset)].sum(1)))
     torch.testing.assert_close(fast, torch.stack(per_subset).mean(), rtol=1e-9, atol=1e-9)
+
+
+def auraloss_subsets(est_wave, ref_wave):
+    import auraloss
+
+    m = subset_matrix(est_wave.shape[1], dtype=est_wave.dtype)
+    # (nb_samples, nb_targets, nb_channels, L) -> (nb_samples, nb_subsets, nb_channels, L)
+    sub = lambda w: torch.einsum("sk,bkcl->bscl", m, w)  # noqa: E731
+    return auraloss.time.SISDRLoss()(sub(est_wave), sub(ref_wave))
+
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
+def test_gram_sisdr_equals_auraloss_values_and_gradients(dtype, rtol):
+    gen = torch.Generator().manual_seed(0)
+    ref = torch.randn(3, 4, 2, 5000, generator=gen, dtype=torch.float64)
+    ref[1, 2] = 0.0  # a silent target
+    ref[2, :, 1] += 0.3  # DC offsets (zero-mean removes them)
+    for noise in (1.0, 0.1, 1e-3):
+        est0 = (ref + noise * torch.randn(ref.shape, generator=gen, dtype=torch.float64)).to(dtype)
+        est_a = est0.clone().requires_grad_(True)
+        est_b = est0.clone().requires_grad_(True)
+        a = subset_sisdr_loss(est_a, ref.to(dtype))
+        b = auraloss_subsets(est_b, ref.to(dtype))
+        a.backward()
+        b.backward()
+        assert a.dtype == dtype
+        torch.testing.assert_close(a, b, rtol=rtol, atol=rtol)
+        torch.testing.assert_close(est_a.grad, est_b.grad, rtol=10 * rtol, atol=10 * rtol * est_b.grad.abs().max())
+
+
+def test_unit_phasors_match_apply_phase(slicqt):
+    waves, mags, mix = make_batch(slicqt, length=6000)
+    mix = [m.clone() for m in mix]
+    mix[0][..., 0] = 0  # exact zeros take phase 0, like angle(0)
+    ours = [e * u for e, u in zip(mags, unit_phasors(mix))]
+    for a, b in zip(ours, apply_phase(mags, mix)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_perfect_estimates_minimise_both_terms(slicqt):
@@ -209,3 +248,30 @@ def test_sisdr_gradient_is_real_and_descends(slicqt, model_batch):
         for p, s in zip(model.parameters(), saved):
             p.copy_(s)
     assert after < before
+
+
+# ---------------------------------------------------------------------------------------------- benchmark script
+def test_loss_cost_benchmark_runs(tmp_path):
+    import json
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "benchmark.loss_cost", "--help"], cwd=root, capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 0 and "usage:" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "benchmark.loss_cost", "--batch", "1", "--seconds", "0.3",
+                           "--repeats", "1", "--warmup", "0", "--threads", "1", "--output", str(tmp_path)],
+                          cwd=root, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads((tmp_path / "loss_cost_1x0.3s_t1.json").read_text())
+    assert out["parameters"]["conv_bn"] == 6_669_912
+    for mode in ("mse", "mse+sisdr", "mse+sisdr-auraloss"):
+        r = out["results"][mode]
+        assert r["step_s"]["median"] > 0 and set(r["last_loss"]) >= {"total", "mse"}
+    gram, aura = out["results"]["mse+sisdr"]["last_loss"], out["results"]["mse+sisdr-auraloss"]["last_loss"]
+    assert abs(gram["sisdr"] - aura["sisdr"]) < 1e-3 * max(1.0, abs(aura["sisdr"]))
+    assert set(out["sisdr_overhead"]) == {"mse+sisdr", "mse+sisdr-auraloss"}

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from xumx_slicq.model import BlockNet, XUMXSliCQ, compute_block_stats, init_input_scaler, kernel_for_block
+from xumx_slicq.model import XUMXSliCQ, compute_block_stats, init_input_scaler, kernel_for_block
 from xumx_slicq.transforms import SliCQT, overlap_add
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

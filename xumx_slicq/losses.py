@@ -10,11 +10,18 @@ For a subset the estimates and the references are summed over its targets, then 
   ``sum_s (sum_{k in s} d_k)^2 = (c1 - c2) sum_k d_k^2 + c2 (sum_k d_k)^2``, where ``c1 = 2**(K-1) - 1`` subsets
   hold a given target and ``c2 = 2**(K-2) - 1`` hold a given pair (7 and 3 for 4 targets).
 * :class:`MultiDomainLoss` — ``total = mse + mcoef * sisdr`` (``mcoef`` 0.1): ``sisdr`` is auraloss's
-  ``SISDRLoss`` (negative SI-SDR in dB, mean over samples, subsets and channels) between the mix-phase
-  waveforms of the summed estimates and the summed true waveforms. **It carries gradient** (the original
-  computed it under ``torch.no_grad()``, so it never trained on it). The inverse sliCQ is linear, so each
-  target is inverted once (one batched ``inverse`` of ``(nb_samples, nb_targets, ...)`` blocks) and the subset
-  sums are formed on waveforms: ``K`` inverses instead of ``2**K - 2``. ``time_domain=False`` skips it.
+  ``SISDRLoss`` (negative SI-SDR in dB, zero-mean, eps 1e-8, mean over samples, subsets and channels) between
+  the mix-phase waveforms of the summed estimates and the summed true waveforms. **It carries gradient** (the
+  original computed it under ``torch.no_grad()``, so it never trained on it). ``time_domain=False`` skips it.
+
+  It is made cheap in three exact ways: (1) the inverse sliCQ is linear, so each target is inverted once (one
+  batched ``inverse`` of ``(nb_samples, nb_targets, ...)`` blocks) instead of each of the 14 subsets; (2) the
+  mixture phase enters as a precomputed unit phasor ``mix / |mix|`` (a constant: no gradient flows into the
+  mixture) instead of ``polar(magnitude, angle)``; (3) with ``sisdr="gram"`` (default) the 14 subset SI-SDRs
+  are computed from the ``2K x 2K`` Gram matrix of the zero-mean target estimates and references (float64), as
+  every quantity SI-SDR needs — ``<e_s, r_s>``, ``|r_s|^2``, ``|e_s - a r_s|^2`` — is a quadratic form in the
+  per-target inner products; the 14 subset waveforms are never formed. ``sisdr="auraloss"`` forms them and
+  calls ``auraloss.time.SISDRLoss`` itself; the two agree to float precision (tests/test_losses.py).
 """
 
 from __future__ import annotations
@@ -25,9 +32,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .transforms import SliCQT, apply_phase
+from .transforms import SliCQT
 
-__all__ = ["combination_subsets", "subset_matrix", "combination_loss", "MultiDomainLoss"]
+__all__ = ["combination_subsets", "subset_matrix", "combination_loss", "subset_sisdr_loss", "unit_phasors",
+           "MultiDomainLoss"]
+
+SISDR_IMPLEMENTATIONS = ("gram", "auraloss")
 
 
 def combination_subsets(nb_targets: int) -> List[Tuple[int, ...]]:
@@ -96,6 +106,64 @@ def combination_loss(estimates: Sequence[Tensor], targets: Sequence[Tensor]) -> 
     return total / len(estimates)
 
 
+def subset_sisdr_loss(est_wave: Tensor, ref_wave: Tensor, eps: float = 1e-8, zero_mean: bool = True) -> Tensor:
+    """Mean negative SI-SDR (dB) of the target subsets' summed waveforms, from Gram matrices.
+
+    Equals ``auraloss.time.SISDRLoss(zero_mean, eps)(est_sub, ref_sub)`` on the subset sums ``est_sub``,
+    ``ref_sub`` ``(nb_samples, nb_subsets, nb_channels, nb_timesteps)``, without forming them: with zero-mean
+    per-target signals (removing the mean commutes with summing), ``e_s = sum_k m_sk e_k`` and so on, every
+    inner product of subset signals is ``m_s^T G m_s`` for the per-target Gram blocks ``G``. Accumulated in
+    float64, which keeps the residual energy ``|e|^2 - 2 a <e, r> + a^2 |r|^2`` free of cancellation (float32
+    waveforms reach ~1e-12 relative residuals).
+
+    Args:
+        est_wave, ref_wave: ``(nb_samples, nb_targets, nb_channels, nb_timesteps)``.
+        eps, zero_mean: as in ``auraloss.time.SISDRLoss``.
+    Returns:
+        scalar, mean over samples, subsets and channels, in ``est_wave``'s dtype.
+    """
+    nb_targets = est_wave.shape[1]
+    e, r = est_wave.to(torch.float64), ref_wave.to(torch.float64)
+    if zero_mean:
+        e = e - e.mean(-1, keepdim=True)
+        r = r - r.mean(-1, keepdim=True)
+    # estimates and references side by side, channels before targets: (nb_samples, nb_channels, 2K, nb_timesteps)
+    x = torch.cat([e, r], dim=1).transpose(1, 2)
+    gram = x @ x.transpose(-1, -2)  # (nb_samples, nb_channels, 2K, 2K)
+    m = subset_matrix(nb_targets, dtype=torch.float64, device=gram.device)  # (nb_subsets, K)
+
+    def quad(block: Tensor) -> Tensor:  # (nb_samples, nb_channels, K, K) -> (nb_samples, nb_channels, nb_subsets)
+        return torch.einsum("sk,bckj,sj->bcs", m, block, m)
+
+    k = nb_targets
+    ee = quad(gram[..., :k, :k])
+    er = quad(gram[..., :k, k:])
+    rr = quad(gram[..., k:, k:])
+    alpha = er / (rr + eps)
+    scaled = alpha.square() * rr  # |a r|^2
+    residual = (ee - 2 * alpha * er + scaled).clamp_min(0.0)  # |e - a r|^2
+    sisdr = 10 * torch.log10(scaled / (residual + eps) + eps)
+    return (-sisdr.mean()).to(est_wave.dtype)
+
+
+def unit_phasors(mixture: Sequence[Tensor]) -> List[Tensor]:
+    """``mix / |mix|`` per block (1 where the mixture is 0, as ``angle(0) = 0``), detached: the mixture phase as
+    a constant. Multiplying a real magnitude by it is ``polar(magnitude, angle(mix))``.
+
+    Args:
+        mixture: complex blocks ``(nb_samples, nb_channels, nb_bins_b, nb_slices, T_b)``.
+    Returns:
+        complex blocks ``(nb_samples, 1, nb_channels, nb_bins_b, nb_slices, T_b)`` (broadcast over targets).
+    """
+    out = []
+    for mix in mixture:
+        mix = mix.detach()
+        mag = mix.abs()
+        unit = torch.where(mag > 0, mix / mag.clamp_min(torch.finfo(mag.dtype).tiny), torch.ones_like(mix))
+        out.append(unit.unsqueeze(1))  # (nb_samples, 1, ...): the target axis
+    return out
+
+
 class MultiDomainLoss(nn.Module):
     """``total = combination MSE (magnitudes) + mcoef * SI-SDR loss (mix-phase waveforms)`` over target subsets.
 
@@ -103,17 +171,22 @@ class MultiDomainLoss(nn.Module):
         slicqt: the transform whose ``inverse`` turns mix-phase estimates into waveforms.
         mcoef: weight of the time-domain term (0.1).
         time_domain: compute the SI-SDR term (False: ``total = mse``, no inverse transform at all).
-        eps, zero_mean: passed to ``auraloss.time.SISDRLoss``.
+        eps, zero_mean: as in ``auraloss.time.SISDRLoss``.
+        sisdr: ``"gram"`` (default, subset SI-SDRs from Gram matrices, :func:`subset_sisdr_loss`) or
+            ``"auraloss"`` (subset waveforms formed and passed to ``auraloss.time.SISDRLoss``); same values.
     """
 
     def __init__(self, slicqt: SliCQT, mcoef: float = 0.1, time_domain: bool = True, eps: float = 1e-8,
-                 zero_mean: bool = True):
+                 zero_mean: bool = True, sisdr: str = "gram"):
         super().__init__()
         import auraloss
 
+        if sisdr not in SISDR_IMPLEMENTATIONS:
+            raise ValueError(f"losses.py: sisdr must be one of {SISDR_IMPLEMENTATIONS}, got {sisdr!r}")
         self.slicqt = slicqt
         self.mcoef = float(mcoef)
         self.time_domain = bool(time_domain)
+        self.eps, self.zero_mean, self.sisdr_impl = float(eps), bool(zero_mean), sisdr
         self.sisdr = auraloss.time.SISDRLoss(zero_mean=zero_mean, eps=eps, reduction="mean")
 
     def time_loss(self, estimates: Sequence[Tensor], mixture: Sequence[Tensor], target_waveforms: Tensor) -> Tensor:
@@ -134,8 +207,11 @@ class MultiDomainLoss(nn.Module):
         if len(mixture) != len(estimates) or not all(torch.is_complex(m) for m in mixture):
             raise ValueError("losses.py: the time-domain term needs the complex mixture blocks, one per estimate "
                              "block (their phase is given to the estimates)")
-        # every target inverted once: (nb_samples, nb_targets, nb_channels, nb_timesteps)
-        est_wave = self.slicqt.inverse(apply_phase(estimates, mixture), target_waveforms.shape[-1])
+        # mix-phase estimates, every target inverted once: (nb_samples, nb_targets, nb_channels, nb_timesteps)
+        complex_est = [e * u for e, u in zip(estimates, unit_phasors(mixture))]
+        est_wave = self.slicqt.inverse(complex_est, target_waveforms.shape[-1])
+        if self.sisdr_impl == "gram":
+            return subset_sisdr_loss(est_wave, target_waveforms, eps=self.eps, zero_mean=self.zero_mean)
         matrix = subset_matrix(target_waveforms.shape[1], dtype=est_wave.dtype, device=est_wave.device)
         # subset sums on waveforms (the inverse is linear): (nb_samples, nb_subsets, nb_channels, nb_timesteps)
         est_sub = torch.einsum("sk,bkcl->bscl", matrix, est_wave)

@@ -24,10 +24,13 @@ else ``13``. The default model holds exactly 6,669,912 conv/BN parameters plus 1
 
 Design choices (documented, all checked by tests/test_model.py):
 
-* **Targets share the layers' tensors through grouped convolutions.** The ``nb_targets`` stacks of a block are
-  one stack of grouped convolutions (``groups=nb_targets``) and BatchNorms over ``nb_targets * channels``:
-  mathematically the same as independent per-target stacks (BatchNorm is per channel, grouped convolutions never
-  mix groups), with the same parameter count, but 51 instead of 204 layer stacks to run.
+* **The targets' stacks are grouped convolutions.** The ``nb_targets`` stacks of a block are one stack of
+  grouped convolutions (``groups=nb_targets``, group ``k`` = target ``k``) and BatchNorms over
+  ``nb_targets * channels``: mathematically the same as independent per-target stacks (BatchNorm is per
+  channel, grouped convolutions never mix groups; a test perturbs one target's weights and checks the others'
+  masks do not move), with the same parameter count, but 51 instead of 204 layer stacks to launch (fewer kernel
+  launches on a GPU). On this 2-core CPU (one thread, batch 8 x 1 s) a training step measured the same as with
+  separate stacks (5.2 vs 5.1 s).
 * **Input normalisation** is ``(x - input_mean) * input_scale`` (the project's baseline convention; the original
   wrote ``(x + mean) * scale`` with ``mean`` initialised to minus the data mean - the same model). The statistics
   come from the overlap-add view, the very tensor the first convolution sees (:func:`init_input_scaler`).
@@ -48,7 +51,6 @@ Design choices (documented, all checked by tests/test_model.py):
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -334,7 +336,9 @@ class XUMXSliCQ(nn.Module):
                 out.append(x.new_ones((x.shape[0], self.nb_targets, *x.shape[1:])))
         return out
 
-    def forward(self, blocks: Sequence[Tensor], return_masks: bool = False) -> Union[List[Tensor], Tuple[List[Tensor], List[Tensor]]]:
+    def forward(
+        self, blocks: Sequence[Tensor], return_masks: bool = False
+    ) -> Union[List[Tensor], Tuple[List[Tensor], List[Tensor]]]:
         """Target magnitude estimates, ``mask * mixture magnitude``.
 
         Args:
