@@ -35,11 +35,19 @@ themselves keep the input precision.
 from __future__ import annotations
 
 import math
+import os
 from typing import Optional, Sequence, Union
 
 import numba
 import numpy as np
 import torch
+
+# numba's default parallel backend here is GNU OpenMP, whose idle worker threads keep spinning after a parallel
+# region and starve PyTorch's own threads: measured 25-50x slower torch code after one wiener_numba call. The
+# "workqueue" layer parks its threads instead (same wiener_numba speed within noise). A user's explicit choice
+# (NUMBA_THREADING_LAYER) wins.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
 
 __all__ = ["wiener", "wiener_numba", "wiener_matrix"]
 
