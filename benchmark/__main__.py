@@ -13,6 +13,8 @@ import sys
 SUBCOMMANDS = {
     "transform": ("benchmark.transform_speed", "sliCQT forward+inverse vs nsgt 0.19 vs torch STFT"),
     "wiener": ("benchmark.wiener_speed", "Wiener-EM on the sliCQ matrix: torch vs numba"),
+    "separator": ("benchmark.separator_speed", "separation time and peak memory of xumx-sliCQ, file to file"),
+    "loss": ("benchmark.loss_cost", "training step cost with and without the time-domain SI-SDR term"),
     "data": ("benchmark.data_throughput", "training data loader throughput (samples/s)"),
     "evaluate": ("benchmark.evaluate", "museval BSS-eval + MDX SDR of a folder of estimates"),
     "oracles": ("benchmark.oracles", "oracle estimates (IRM, mix-phase STFT/sliCQ) as ceilings and floors"),

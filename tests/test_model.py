@@ -339,3 +339,17 @@ def test_cli_help():
     proc = subprocess.run([sys.executable, "-m", "xumx_slicq.model", "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and "usage:" in proc.stdout
+
+
+@pytest.mark.parametrize("groups,kernel,dilation", [(1, (1, 7), (1, 2)), (4, (5, 13), (1, 2)), (4, (3, 7), (2, 1))])
+def test_transposed_conv_as_conv_equals_conv_transpose(groups, kernel, dilation):
+    from xumx_slicq.model import transposed_conv_as_conv
+
+    torch.manual_seed(0)
+    layer = torch.nn.ConvTranspose2d(8 * groups // groups * groups, 4 * groups, kernel, dilation=dilation,
+                                     groups=groups, bias=groups == 1)
+    x = torch.randn(2, layer.in_channels, 6, 30)
+    torch.testing.assert_close(transposed_conv_as_conv(x, layer), layer(x), rtol=1e-5, atol=1e-5)
+    strided = torch.nn.ConvTranspose2d(4, 4, (1, 3), stride=(1, 2), groups=2)
+    y = torch.randn(1, 4, 3, 10)
+    torch.testing.assert_close(transposed_conv_as_conv(y, strided), strided(y))
