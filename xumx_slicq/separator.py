@@ -222,7 +222,7 @@ class Separator(nn.Module):
             hop = 1024  # STFT hop of the baselines
         self.segment = _hop_multiple(chunk_seconds, hop)
         self.context = _hop_multiple(context_seconds, hop)
-        self.fade = 2 * (self.context // 2)
+        self.fade = 2 * (min(self.context, self.segment) // 2)  # cross-fades never longer than a segment
         self.nb_channels = int(getattr(model, "nb_channels", 2))
         if device is not None:
             self.to(device)
