@@ -353,3 +353,17 @@ def test_transposed_conv_as_conv_equals_conv_transpose(groups, kernel, dilation)
     strided = torch.nn.ConvTranspose2d(4, 4, (1, 3), stride=(1, 2), groups=2)
     y = torch.randn(1, 4, 3, 10)
     torch.testing.assert_close(transposed_conv_as_conv(y, strided), strided(y))
+
+
+def test_inference_and_training_paths_agree():
+    """Under no_grad the transposed convolutions run as padded convolutions: same masks as with autograd."""
+    from xumx_slicq.transforms import SliCQT
+
+    torch.manual_seed(1)
+    model = XUMXSliCQ(hidden_channels=(4, 6)).eval()
+    mags = [b.abs() for b in SliCQT()(torch.randn(1, 2, 44100))]
+    with torch.no_grad():
+        fast = model(mags)
+    slow = model(mags)
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-6)

@@ -198,8 +198,12 @@ class BlockNet(nn.Module):
         x = (x.unsqueeze(1) - self.input_mean[:, None, :, None]) * self.input_scale[:, None, :, None]
         # targets x channels as convolution channels, target-major (group k = target k)
         x = x.reshape(nb_samples, self.nb_targets * nb_channels, nb_bins, x.shape[-1])
+        # Inference computes the transposed convolutions as padded convolutions (faster on long inputs, and peak
+        # memory 1.9 -> 1.4 GB on 36 s segments); training keeps the native ones, whose backward pass is ~2x faster
+        # on CPU (measured: batch 16 x 1 s, backward 3.6 s vs 6.4 s).
+        as_conv = not torch.is_grad_enabled()
         for layer in self.layers:
-            x = transposed_conv_as_conv(x, layer) if isinstance(layer, nn.ConvTranspose2d) else layer(x)
+            x = transposed_conv_as_conv(x, layer) if as_conv and isinstance(layer, nn.ConvTranspose2d) else layer(x)
         x = torch.sigmoid(self.final(x))  # (nb_samples, nb_targets * nb_channels, nb_bins_b, 2L'+1)
         x = x[..., : nb_slices * t]  # crop to whole slices
         # split targets from channels and the time axis into slices
