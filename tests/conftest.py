@@ -10,3 +10,14 @@ import os
 import torch
 
 torch.set_num_threads(int(os.environ.get("XUMX_TEST_THREADS", "1")))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def slicqt():
+    """The default transform (Bark-262, 44.1 kHz)."""
+    from xumx_slicq.transforms import SliCQT
+
+    return SliCQT()

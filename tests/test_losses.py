@@ -11,20 +11,6 @@ from xumx_slicq.model import XUMXSliCQ
 from xumx_slicq.transforms import SliCQT, apply_phase
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # shared machine: one thread avoids OpenMP barrier stalls (see tests/test_model.py)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def slicqt():
-    return SliCQT()
-
-
 def random_blocks(nb_samples, nb_targets, seed, shapes=((3, 4, 16), (1, 4, 28), (5, 4, 8))):
     gen = torch.Generator().manual_seed(seed)
     return [torch.rand(nb_samples, nb_targets, 2, *s, generator=gen, dtype=torch.float64) for s in shapes]

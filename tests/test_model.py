@@ -24,21 +24,6 @@ OTHER_CONFIGS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The machine is shared: with other jobs running, OpenMP barriers across 2 threads make these many small
-    # convolutions 10-30x slower than on one thread. Correctness does not depend on the thread count.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def slicqt():
-    return SliCQT()
-
-
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
