@@ -76,7 +76,7 @@ class SliCQTask:
 
         # statistics on the CPU with a CPU copy of the transform (the training one may live on the GPU)
         return init_input_scaler(self.model, _mixtures(dataset), SliCQT(**self.model.slicq_config),
-                                 max_items=max_items)
+                                 max_items=min(max_items, len(dataset)))
 
 
 class BaselineTask:
