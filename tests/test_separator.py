@@ -73,7 +73,8 @@ import soundfile as sf  # noqa: E402
 import xumx_slicq  # noqa: E402
 from xumx_slicq.checkpoint import load_model, save_model  # noqa: E402
 from xumx_slicq.model import XUMXSliCQ  # noqa: E402
-from xumx_slicq.separator import Separator, load_separator, wiener_blocks  # noqa: E402
+from xumx_slicq.filtering import wiener_blocks  # noqa: E402
+from xumx_slicq.separator import Separator, load_separator  # noqa: E402
 from xumx_slicq.transforms import SliCQT  # noqa: E402
 
 SR = 44100
