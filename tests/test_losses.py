@@ -8,7 +8,7 @@ import torch
 from xumx_slicq.losses import (MultiDomainLoss, combination_loss, combination_subsets, subset_matrix,
                                subset_sisdr_loss, unit_phasors)
 from xumx_slicq.model import XUMXSliCQ
-from xumx_slicq.transforms import SliCQT, apply_phase
+from xumx_slicq.transforms import apply_phase
 
 
 def random_blocks(nb_samples, nb_targets, seed, shapes=((3, 4, 16), (1, 4, 28), (5, 4, 8))):

@@ -17,7 +17,7 @@ import math
 import os
 import pathlib
 import tempfile
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
