@@ -12,6 +12,12 @@ Outputs under ``--output``:
   training args, history, best epoch, data description, git commit), written atomically;
 * ``history.json``: per-epoch losses, learning rate and timings;
 * ``logdir/``: tensorboard (train/valid loss and its terms, learning rate, epoch time).
+
+Distributed (DistributedDataParallel): ``torchrun --nproc_per_node N -m train ...`` (see docs/scaling.md). Each
+process trains on its share of every epoch's chunks with ``--batch-size`` chunks per step, so the global batch is
+N x ``--batch-size`` and an epoch has the same chunks in N times fewer steps; ``--lr-scaling`` optionally scales
+the learning rate with N. Rank 0 alone computes the input statistics and the validation loss (shared with the
+other ranks) and writes every file; ``--resume`` reads the checkpoint on rank 0 and sends it to the others.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from train import distributed
 from xumx_slicq import checkpoint
 from xumx_slicq.data import SOURCES, ChunkDataset, FullTrackDataset, make_train_loader
 
@@ -58,10 +65,14 @@ class SliCQTask:
         mcoef = 0.1 if args.mcoef is None else args.mcoef
         self.loss = MultiDomainLoss(self.slicqt, mcoef=mcoef, time_domain=mcoef > 0)
 
-    def losses(self, x: Tensor, y: Tensor) -> Dict[str, Tensor]:
-        """x ``(nb_samples, nb_channels, nb_timesteps)``, y ``(nb_samples, nb_targets, nb_channels, nb_timesteps)``."""
+    def losses(self, x: Tensor, y: Tensor, model: Optional[nn.Module] = None) -> Dict[str, Tensor]:
+        """x ``(nb_samples, nb_channels, nb_timesteps)``, y ``(nb_samples, nb_targets, nb_channels, nb_timesteps)``.
+
+        ``model``: the module to run (the DDP wrapper while training distributed); default ``self.model``.
+        """
+        net = self.model if model is None else model
         mix = self.slicqt(x)  # complex blocks (nb_samples, nb_channels, nb_bins_b, nb_slices, T_b)
-        estimates = self.model([b.abs() for b in mix])  # (nb_samples, nb_targets, nb_channels, ...)
+        estimates = net([b.abs() for b in mix])  # (nb_samples, nb_targets, nb_channels, ...)
         nb_samples, nb_targets = y.shape[:2]
         # targets through the transform as one batch: (nb_samples * nb_targets, nb_channels, nb_timesteps)
         target_blocks = self.slicqt(y.reshape(nb_samples * nb_targets, *y.shape[2:]))
@@ -90,9 +101,14 @@ class BaselineTask:
         mcoef = 10.0 if args.mcoef is None else args.mcoef
         self.loss = MultiDomainLoss(mcoef=mcoef) if args.arch == "xumx" else None
 
-    def losses(self, x: Tensor, y: Tensor) -> Dict[str, Tensor]:
+    def losses(self, x: Tensor, y: Tensor, model: Optional[nn.Module] = None) -> Dict[str, Tensor]:
+        """x ``(nb_samples, nb_channels, nb_timesteps)``, y ``(nb_samples, nb_targets, nb_channels, nb_timesteps)``.
+
+        ``model``: the module to run (the DDP wrapper while training distributed); default ``self.model``.
+        """
+        net = self.model if model is None else model
         mix_stft = self.model.stft(x)  # (nb_samples, nb_channels, nb_bins, nb_frames) complex
-        estimates = self.model(mix_stft.abs())  # (nb_samples, nb_targets, nb_channels, nb_bins, nb_frames)
+        estimates = net(mix_stft.abs())  # (nb_samples, nb_targets, nb_channels, nb_bins, nb_frames)
         if self.loss is not None:
             return self.loss.terms(estimates, mix_stft, y, mix_wave=x)
         from xumx_slicq.baselines import mse_loss
@@ -166,6 +182,32 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     random.setstate(state["python"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def rank_rng_state(device: torch.device) -> Dict[str, Any]:
+    """RNG state of one process of a distributed job: like :func:`rng_state`, but CUDA only for its own device
+    (``cuda_device``), so that no rank touches the other ranks' GPUs."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+             "cuda": None}
+    if device.type == "cuda":
+        state["cuda_device"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rank_rng_state(state: Dict[str, Any], device: torch.device) -> None:
+    """Restore a :func:`rank_rng_state` (or a single-process :func:`rng_state`, without its CUDA part)."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if device.type == "cuda" and state.get("cuda_device") is not None:
+        torch.cuda.set_rng_state(state["cuda_device"], device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 class EarlyStopping:
@@ -265,8 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=1000)
-    g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--batch-size", type=int, default=32,
+                   help="chunks per step PER PROCESS (32); with torchrun --nproc_per_node N (x nodes) the global "
+                        "batch is N x this, and an epoch keeps the same chunks in N times fewer steps")
+    g.add_argument("--lr", type=float, default=1e-3,
+                   help="learning rate (1e-3), multiplied by the --lr-scaling factor in distributed runs")
+    g.add_argument("--lr-scaling", choices=("none", "linear", "sqrt"), default="none",
+                   help="distributed runs only: multiply --lr by 1 (none, default), N (linear) or sqrt(N) for a "
+                        "global batch N times --batch-size; a single process is never scaled")
     g.add_argument("--weight-decay", type=float, default=1e-5)
     g.add_argument("--lr-decay-patience", type=int, default=80)
     g.add_argument("--lr-decay-gamma", type=float, default=0.3)
@@ -286,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--debug", action="store_true",
                    help="a few steps on tiny data: 2 epochs, batch 2, 2 chunks per track, 1 validation track")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm bars")
+
+    g = p.add_argument_group("distributed (under torchrun; ignored for a single process)")
+    g.add_argument("--dist-backend", choices=("auto", "nccl", "gloo"), default="auto",
+                   help="process group backend: auto = nccl on CUDA, gloo on CPU")
+    g.add_argument("--dist-timeout", type=float, default=60.0,
+                   help="minutes a rank waits for the others (rank 0 validates alone meanwhile) (60)")
     return p
 
 
@@ -304,22 +358,36 @@ def _describe_data(root: str, train_set, valid_set) -> Dict[str, Any]:
 
 
 def train(args: argparse.Namespace) -> Dict[str, Any]:
-    """Run training; returns the final summary (also in ``<output>/<arch>.json`` for the best epoch)."""
-    from tqdm import tqdm
+    """Run training; returns the final summary (also in ``<output>/<arch>.json`` for the best epoch).
 
+    Under torchrun (``WORLD_SIZE`` > 1) this process is one rank of a DistributedDataParallel job; see
+    train/distributed.py for the roles of the ranks.
+    """
     if args.debug:
         apply_debug(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    ctx, device = distributed.init_from_env(args.device, args.dist_backend, args.dist_timeout)
+    try:
+        summary = _train(args, ctx, device)
+        distributed.barrier(ctx)  # rank 0 has written its last file before anyone leaves
+        return summary
+    finally:
+        distributed.cleanup(ctx)
+
+
+def _train(args: argparse.Namespace, ctx: distributed.DistContext, device: torch.device) -> Dict[str, Any]:
+    """The training loop of one process (rank ``ctx.rank`` of ``ctx.world_size``)."""
+    from tqdm import tqdm
+
+    world, is_main = ctx.world_size, ctx.is_main
     out = pathlib.Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
     stem = checkpoint.ARCH_FILES[args.arch]
     chkpnt_path = out / f"{stem}.chkpnt"
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    seed_everything(args.seed)  # the same on every rank: identical model initialisation
 
     train_set = ChunkDataset(args.root, "train", targets=args.targets, seq_dur=args.seq_dur,
                              samples_per_track=args.samples_per_track, random_track_mix=args.random_track_mix,
@@ -336,10 +404,15 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     if len(train_set) < args.batch_size:
         raise SystemExit(f"error: {len(train_set)} training chunks per epoch is less than one batch of "
                          f"{args.batch_size}; raise --samples-per-track or lower --batch-size")
+    if len(train_set) // world < args.batch_size:
+        raise SystemExit(f"error: {len(train_set)} training chunks per epoch split over {world} processes is "
+                         f"less than one batch of {args.batch_size} per process; raise --samples-per-track or "
+                         f"lower --batch-size (it counts chunks per process)")
 
     task = make_task(args, device)
     model = task.model
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    lr = args.lr * distributed.lr_factor(args.lr_scaling, world) if ctx.enabled else args.lr
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=args.lr_decay_gamma,
                                                            patience=args.lr_decay_patience,
                                                            cooldown=args.lr_cooldown)
@@ -347,8 +420,13 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     history: List[Dict[str, Any]] = []
     start_epoch, examples_seen, elapsed_before = 1, 0, 0.0
 
-    if args.resume and chkpnt_path.is_file():
+    # rank 0 reads the checkpoint (if any) and sends it to the others: no shared output folder is needed
+    state = None
+    if args.resume and is_main and chkpnt_path.is_file():
         state = torch.load(chkpnt_path, map_location="cpu", weights_only=False)
+    if ctx.enabled and args.resume:
+        state = distributed.broadcast_object(state, ctx)
+    if state is not None:
         if state["arch"] != args.arch:
             raise SystemExit(f"error: {chkpnt_path} is a {state['arch']} checkpoint, not {args.arch}")
         model.load_state_dict(state["model"])
@@ -359,48 +437,84 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         start_epoch = state["epoch"] + 1
         examples_seen = state["examples_seen"]
         elapsed_before = state["elapsed_seconds"]
-        set_rng_state(state["rng"])
-        print(f"resumed from {chkpnt_path} at epoch {start_epoch} ({examples_seen} examples seen)")
+        if not ctx.enabled:
+            set_rng_state(state["rng"])
+        else:
+            per_rank = state.get("rng_per_rank")
+            if per_rank is not None and len(per_rank) == world:
+                set_rank_rng_state(per_rank[ctx.rank], device)
+            else:  # a checkpoint of another world size: rank 0 continues its stream, the others start theirs
+                set_rank_rng_state(state["rng"], device)
+                if ctx.rank > 0:
+                    seed_everything(distributed.rank_seed(args.seed + start_epoch, ctx.rank))
+        if is_main:
+            saved_world = state.get("world_size", 1)
+            note = f", written by {saved_world} process(es)" if saved_world != world else ""
+            print(f"resumed from {chkpnt_path} at epoch {start_epoch} ({examples_seen} examples seen{note})")
+        del state
     else:
-        n = task.init_scaler(train_set, args.stats_tracks)
-        print(f"input mean/scale initialised from {n} training chunks")
+        if is_main:
+            n = task.init_scaler(train_set, args.stats_tracks)
+            print(f"input mean/scale initialised from {n} training chunks")
+        distributed.broadcast_module_state(model, ctx)  # rank 0's statistics on every rank
+        if ctx.rank > 0:  # own dropout streams per rank (rank 0 keeps the single-process one)
+            seed_everything(distributed.rank_seed(args.seed, ctx.rank))
 
+    net = distributed.wrap_model(model, ctx, device)  # DDP wrapper (or the model itself) for training steps
     loader = make_train_loader(train_set, batch_size=args.batch_size, num_workers=args.workers, seed=args.seed,
-                               pin_memory=device.type == "cuda")
+                               pin_memory=device.type == "cuda", num_replicas=world, rank=ctx.rank)
     loader.sampler.epoch = start_epoch - 1  # each epoch draws new chunks, also after a resume
+    if ctx.enabled and is_main:
+        print(f"distributed: {world} processes ({ctx.backend}), {args.batch_size} chunks per process and step "
+              f"(global batch {world * args.batch_size}), {len(loader)} steps per epoch, lr {lr:.3g}", flush=True)
 
-    from torch.utils.tensorboard import SummaryWriter
+    writer = None
+    if is_main:
+        from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(log_dir=str(out / "logdir"))
+        writer = SummaryWriter(log_dir=str(out / "logdir"))
     data_desc = _describe_data(args.root, train_set, valid_set)
     t_start = time.time()
     stop_reason = "epochs"
     try:
         for epoch in range(start_epoch, args.epochs + 1):
             t0 = time.time()
-            model.train()
+            net.train()  # the DDP wrapper and the model
             sums: Dict[str, float] = {}
             steps = 0
-            bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not args.progress, leave=False)
+            bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not (args.progress and is_main),
+                       leave=False)
             for x, y in bar:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
-                terms = task.losses(x, y)
+                terms = task.losses(x, y, model=net)
                 loss = terms["total"]
-                if not torch.isfinite(loss):
+                if ctx.enabled:
+                    # mean of every loss term over the ranks (logging, and one shared non-finite check)
+                    names = sorted(terms)
+                    values = torch.stack([terms[k].detach().float().reshape(()) for k in names])
+                    values = distributed.all_reduce_mean(values, ctx).tolist()
+                    step_terms = dict(zip(names, values))
+                    finite = math.isfinite(step_terms["total"])
+                else:
+                    step_terms = terms
+                    finite = bool(torch.isfinite(loss))
+                if not finite:
                     raise FloatingPointError(f"non-finite training loss at epoch {epoch}, step {steps}")
                 loss.backward()
                 optimizer.step()
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                for k, v in step_terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, Tensor) else v)
                 steps += 1
-                examples_seen += x.shape[0]
+                examples_seen += x.shape[0] * world
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
                 if args.max_examples and examples_seen >= args.max_examples:
                     break
             train_terms = _mean_terms(sums, steps)
             train_time = time.time() - t0
-            valid_terms = validate(task, valid_set, device, args.valid_segment, args.progress)
+            valid_terms = (validate(task, valid_set, device, args.valid_segment, args.progress)
+                           if is_main else None)
+            valid_terms = distributed.broadcast_object(valid_terms, ctx)
             scheduler.step(valid_terms["total"])
             is_best = stopper.step(valid_terms["total"])
             epoch_time = time.time() - t0
@@ -408,30 +522,46 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
             record = {"epoch": epoch, "train": train_terms, "valid": valid_terms, "lr": lr,
                       "epoch_seconds": epoch_time, "train_seconds": train_time, "steps": steps,
                       "examples_seen": examples_seen, "best": is_best}
+            if ctx.enabled:
+                record["world_size"] = world
             history.append(record)
-            for k, v in train_terms.items():
-                writer.add_scalar(f"train/{k}", v, epoch)
-            for k, v in valid_terms.items():
-                writer.add_scalar(f"valid/{k}", v, epoch)
-            writer.add_scalar("lr", lr, epoch)
-            writer.add_scalar("epoch_seconds", epoch_time, epoch)
-            writer.flush()
+            if writer is not None:
+                for k, v in train_terms.items():
+                    writer.add_scalar(f"train/{k}", v, epoch)
+                for k, v in valid_terms.items():
+                    writer.add_scalar(f"valid/{k}", v, epoch)
+                writer.add_scalar("lr", lr, epoch)
+                writer.add_scalar("epoch_seconds", epoch_time, epoch)
+                writer.flush()
             elapsed = elapsed_before + (time.time() - t_start)
-            meta = dict(training_args=vars(args), history=history, best_epoch=epoch if is_best else None,
-                        best_valid_loss=stopper.best, data=data_desc, git_commit=git_commit(),
-                        examples_seen=examples_seen, elapsed_seconds=elapsed,
-                        device=str(device), torch=torch.__version__)
-            if is_best:
-                checkpoint.save_model(model, out, args.arch, **meta)
-            checkpoint.torch_save_atomic({
-                "arch": args.arch, "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "early_stopping": stopper.state_dict(), "history": history,
-                "examples_seen": examples_seen, "elapsed_seconds": elapsed, "rng": rng_state(),
-                "args": vars(args),
-            }, chkpnt_path)
-            checkpoint.json_save_atomic(history, out / "history.json")
-            print(f"epoch {epoch}: train {train_terms['total']:.5f} valid {valid_terms['total']:.5f} lr {lr:.2e} "
-                  f"{epoch_time:.1f} s{' (best)' if is_best else ''}", flush=True)
+            if ctx.enabled:
+                elapsed = distributed.broadcast_object(elapsed, ctx)  # one clock decides the time budget
+                rng_all = distributed.all_gather_object(rank_rng_state(device), ctx)
+            if is_main:
+                meta = dict(training_args=vars(args), history=history, best_epoch=epoch if is_best else None,
+                            best_valid_loss=stopper.best, data=data_desc, git_commit=git_commit(),
+                            examples_seen=examples_seen, elapsed_seconds=elapsed,
+                            device=str(device), torch=torch.__version__)
+                if ctx.enabled:
+                    meta["distributed"] = {"world_size": world, "backend": ctx.backend,
+                                           "batch_per_process": args.batch_size,
+                                           "global_batch": world * args.batch_size}
+                if is_best:
+                    checkpoint.save_model(model, out, args.arch, **meta)
+                chk = {
+                    "arch": args.arch, "epoch": epoch, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "early_stopping": stopper.state_dict(), "history": history,
+                    "examples_seen": examples_seen, "elapsed_seconds": elapsed,
+                    "rng": rng_all[0] if ctx.enabled else rng_state(), "args": vars(args),
+                }
+                if ctx.enabled:  # extra keys only in distributed checkpoints
+                    chk["world_size"] = world
+                    chk["rng_per_rank"] = rng_all
+                checkpoint.torch_save_atomic(chk, chkpnt_path)
+                checkpoint.json_save_atomic(history, out / "history.json")
+                print(f"epoch {epoch}: train {train_terms['total']:.5f} valid {valid_terms['total']:.5f} "
+                      f"lr {lr:.2e} {epoch_time:.1f} s{' (best)' if is_best else ''}", flush=True)
             if stopper.stop:
                 stop_reason = "early stopping"
                 break
@@ -442,10 +572,15 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
                 stop_reason = "time budget"
                 break
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
+    distributed.dump_rank_state(model, ctx)
     summary = {"arch": args.arch, "epochs_run": len(history), "best_valid_loss": stopper.best,
                "examples_seen": examples_seen, "stop_reason": stop_reason, "output": str(out)}
-    print(json.dumps(summary))
+    if ctx.enabled:
+        summary["world_size"] = world
+    if is_main:
+        print(json.dumps(summary))
     return summary
 
 

@@ -19,7 +19,8 @@ nb_timesteps), float32, targets in the order given (default ``("vocals", "drums"
 Randomness: every chunk is a pure function of ``(seed, epoch, index)``, so results do not depend on the number of
 DataLoader workers or their scheduling. Indices past ``len(dataset)`` encode later epochs
 (``index = epoch * len + i``); :class:`EpochSampler` yields such indices, so chunks change every epoch even with
-persistent workers. :func:`seed_worker` seeds the global numpy/random generators of each worker for code that
+persistent workers. :class:`DistributedEpochSampler` splits each such epoch over the processes of a distributed
+(DDP) job. :func:`seed_worker` seeds the global numpy/random generators of each worker for code that
 uses them.
 """
 
@@ -408,6 +409,14 @@ class FullTrackDataset(Dataset):
 # --------------------------------------------------------------------------------------------------- loading
 
 
+def epoch_order(length: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
+    """The order in which an epoch visits items ``0 .. length-1``: a permutation that is a pure function of
+    ``(seed, epoch)`` (or ``arange`` without shuffling), int64 ``(length,)``."""
+    if not shuffle:
+        return np.arange(length)
+    return np.random.default_rng([int(seed), int(epoch), 104729]).permutation(length)
+
+
 class EpochSampler(Sampler[int]):
     """Shuffled indices that encode the epoch (epoch * len(dataset) + i), one new permutation per pass.
 
@@ -423,12 +432,63 @@ class EpochSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.length
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch (0-based) that the next pass draws."""
+        self.epoch = int(epoch)
+
     def __iter__(self) -> Iterator[int]:
-        order = (np.random.default_rng([self.seed, self.epoch, 104729]).permutation(self.length) if self.shuffle
-                 else np.arange(self.length))
+        order = epoch_order(self.length, self.seed, self.epoch, self.shuffle)
         base = self.epoch * self.length
         self.epoch += 1
         return iter((base + order).tolist())
+
+
+class DistributedEpochSampler(Sampler[int]):
+    """:class:`EpochSampler` split over the processes of a distributed job.
+
+    Every rank computes the same epoch permutation (a pure function of ``(seed, epoch)``, so it is reseeded every
+    epoch and needs no communication) and takes every ``num_replicas``-th index starting at its rank: the ranks
+    see disjoint chunks that together make up the single-process epoch. The permutation is cut to a multiple of
+    ``num_replicas`` (the ``len(dataset) % num_replicas`` left-over items, different ones every epoch, are skipped)
+    so that every rank runs the same number of steps. Indices encode the epoch as in :class:`EpochSampler`;
+    with ``num_replicas=1`` the two samplers yield the same indices.
+
+    Args:
+        dataset: the dataset (only its length is used).
+        num_replicas: number of processes (world size).
+        rank: this process's rank in ``0 .. num_replicas-1``.
+        shuffle, seed, start_epoch: as in :class:`EpochSampler`.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool = True, seed: int = 42,
+                 start_epoch: int = 0):
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"data.py: need num_replicas >= 1 and 0 <= rank < num_replicas, got rank {rank} of "
+                             f"{num_replicas}")
+        self.length = len(dataset)
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
+        self.per_replica = self.length // self.num_replicas
+        if self.per_replica == 0:
+            raise ValueError(f"data.py: {self.length} items per epoch cannot be split over {num_replicas} processes; "
+                             f"raise samples_per_track")
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.epoch = int(start_epoch)
+
+    def __len__(self) -> int:
+        return self.per_replica
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch (0-based) that the next pass draws."""
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        order = epoch_order(self.length, self.seed, self.epoch, self.shuffle)
+        # this rank's share: positions rank, rank + R, rank + 2R, ... of the first per_replica * R
+        mine = order[: self.per_replica * self.num_replicas][self.rank :: self.num_replicas]
+        base = self.epoch * self.length
+        self.epoch += 1
+        return iter((base + mine).tolist())
 
 
 def seed_worker(worker_id: int) -> None:
@@ -440,12 +500,21 @@ def seed_worker(worker_id: int) -> None:
 
 
 def make_train_loader(dataset: ChunkDataset, batch_size: int = 32, num_workers: int = 2, seed: int = 42,
-                      shuffle: bool = True, persistent_workers: bool = True, **kwargs) -> DataLoader:
+                      shuffle: bool = True, persistent_workers: bool = True, num_replicas: int = 1, rank: int = 0,
+                      **kwargs) -> DataLoader:
     """DataLoader over a :class:`ChunkDataset` with an :class:`EpochSampler` (new chunks every epoch),
     :func:`seed_worker` and a seeded generator; batches are (x, y) with shapes (batch, channels, time) and
-    (batch, targets, channels, time)."""
+    (batch, targets, channels, time).
+
+    With ``num_replicas > 1`` (distributed training) the sampler is a :class:`DistributedEpochSampler` giving this
+    ``rank`` its share of each epoch; ``batch_size`` is then the batch of this one process.
+    """
     generator = torch.Generator()
     generator.manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(dataset, shuffle, seed),
+    if num_replicas > 1:
+        sampler: Sampler[int] = DistributedEpochSampler(dataset, num_replicas, rank, shuffle, seed)
+    else:
+        sampler = EpochSampler(dataset, shuffle, seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
                       num_workers=num_workers, worker_init_fn=seed_worker, generator=generator,
                       persistent_workers=persistent_workers and num_workers > 0, drop_last=True, **kwargs)
