@@ -1,0 +1,342 @@
+"""The separation engine: one loaded model, its separation paths, and time-budgeted separation of one song.
+
+:meth:`Engine.separate` is what both the batch runner (``python -m submission``) and ``predict.py`` call. It
+streams the mixture through :func:`xumx_slicq.separator.chunked_apply` with ``Separator.separate_segment`` of
+the path the watchdog picks for each chunk (see :mod:`submission.budget`), on a worker thread, while the calling
+thread writes finished pieces and watches a hard deadline: if a chunk runs so late that the song would overrun,
+the rest of the song is written as mixture / 4 at once, so four valid stems always exist before the limit.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import queue
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from xumx_slicq.separator import SAMPLE_RATE, chunk_plan, chunked_apply
+
+from .audio_io import InputError, MixtureReader, StemWriter, probe
+from .budget import MIX4, CostModel, Path, build_ladder, choose_path, delay_for, parse_delays
+
+#: the four stems of the challenge, in file order
+STEMS = ("bass", "drums", "other", "vocals")
+#: a chunk should take at most this fraction of the song's budget, so the watchdog gets several decisions
+GRANULARITY = 0.34
+#: the hard deadline sits this fraction of the budget before the limit (room for the emergency fill)
+HARD_MARGIN = 0.04
+
+
+def _summarise_paths(names: List[str]) -> str:
+    """``["a", "a", "b"]`` -> ``"a x2, b x1"`` (order of first use); one name alone stays bare."""
+    counts: Dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{n} x{c}" for n, c in counts.items())
+
+
+@dataclass
+class SongResult:
+    """What happened to one song (the fields of its summary.json record)."""
+
+    duration: float = 0.0
+    budget: float = 0.0
+    time: float = 0.0
+    path: str = ""
+    chunks: List[str] = field(default_factory=list)
+    chunk_seconds: float = 0.0
+    emergency: bool = False
+    warnings: List[str] = field(default_factory=list)
+
+    def record(self) -> Dict:
+        """JSON-friendly dict."""
+        return {
+            "duration_s": round(self.duration, 3), "budget_s": round(self.budget, 3), "time_s": round(self.time, 3),
+            "within_budget": self.time <= self.budget, "path": self.path, "chunks": self.chunks,
+            "chunk_seconds": round(self.chunk_seconds, 3), "emergency": self.emergency, "warnings": self.warnings,
+        }
+
+
+def _load_variant(model_dir, arch, backend: str, niter: int, wiener: str, device: str, log: Callable):
+    """``load_separator`` for one path; returns ``(separator, backend used)``.
+
+    ``backend`` is passed when not ``torch``; if the installed separator does not accept it, or the ONNX path
+    fails to load, the torch network is used instead (with a warning when ONNX was asked for explicitly).
+    """
+    from xumx_slicq.separator import load_separator
+
+    options = dict(niter=niter, wiener=wiener, device=device)
+    if backend != "torch":
+        try:
+            sep = load_separator(model_dir, arch, backend=backend, **options)
+            return sep, str(getattr(sep, "backend", backend))
+        except TypeError as exc:
+            if "backend" not in str(exc):
+                raise
+            if backend != "auto":
+                log(f"warning: this separator has no backend option; using torch instead of {backend}")
+        except FileNotFoundError:
+            raise  # no model at all: not a backend problem
+        except Exception as exc:  # noqa: BLE001 - any ONNX failure: fall back to torch, never stop
+            log(f"warning: backend {backend} failed to load ({type(exc).__name__}: {exc}); using torch")
+    return load_separator(model_dir, arch, **options), "torch"
+
+
+class Engine:
+    """A loaded model with its separation paths and cost model.
+
+    Args:
+        model_dir: saved model folder (None: the shipped ``pretrained-model/``).
+        arch: architecture to pick in that folder (None: the preferred one present).
+        backend: ``torch``, ``onnxruntime`` or ``auto`` (passed to ``load_separator``; torch when unsupported).
+        niter: most Wiener-EM iterations to use.
+        wiener: ``auto`` (numba or torch, whichever measures cheaper), ``numba``, ``torch`` or ``off``.
+        device: torch device.
+        chunk_seconds: longest chunk; shorter ones are used when a chunk would take too much of a song's budget.
+        context_seconds: extra input on each side of a chunk, and cross-fade length.
+        safety: fraction of each budget kept in reserve by the watchdog.
+        subtype: soundfile subtype of the stems.
+        calibrate: time every path on a few seconds of noise now, so the first song is planned from measurements.
+        progress: show a progress bar over the chunks of long songs.
+        log: where messages go (one string per call).
+    """
+
+    def __init__(self, model_dir=None, arch: Optional[str] = None, backend: str = "auto", niter: int = 1,
+                 wiener: str = "auto", device: str = "cpu", chunk_seconds: float = 30.0,
+                 context_seconds: float = 3.0, safety: float = 0.15, subtype: str = "FLOAT",
+                 calibrate: bool = True, progress: bool = False, log: Optional[Callable[[str], None]] = None):
+        self.log = log or (lambda msg: print(msg, flush=True))
+        if not 0 <= safety < 1:
+            raise ValueError(f"safety must be in [0, 1), got {safety}")
+        self.ladder = build_ladder(niter, wiener)
+        self.safety, self.subtype, self.progress = float(safety), subtype, progress
+        self.delays = parse_delays()
+        self.costs = CostModel()
+        self.broken: set = set()
+        self.variants: Dict[Path, object] = {}
+        self.backend = backend
+        for p in self.ladder:
+            if p.kind == "model":
+                # the first variant resolves the backend (auto measures once); the others reuse the choice
+                sep, self.backend = _load_variant(model_dir, arch, self.backend, p.niter, p.wiener, device,
+                                                  self.log)
+                self.variants[p] = sep
+        first = next(iter(self.variants.values()))
+        self.order = list(first.targets)  # output order of separate_segment
+        missing = [s for s in STEMS if s not in self.order]
+        if missing:
+            raise ValueError(f"the model's targets {self.order} lack {missing}: cannot write the challenge's stems")
+        slicqt = getattr(first, "slicqt", None)
+        self.hop = slicqt.sllen // 2 if slicqt is not None else 1024  # chunks aligned to the slice grid
+        self.max_chunk = self._hop_multiple(chunk_seconds)
+        self.context = self._hop_multiple(context_seconds)
+        if calibrate:
+            self.calibrate()
+
+    def _hop_multiple(self, seconds: float) -> int:
+        return max(1, int(round(seconds * SAMPLE_RATE / self.hop))) * self.hop
+
+    # ----------------------------------------------------------------------------------------------------------
+    def _run_path(self, path: Path, x: Tensor) -> Tensor:
+        """Separate ``x`` ``(1, 2, n)`` on ``path`` -> ``(1, nb_targets, 2, n)`` (targets in ``self.order``)."""
+        if path.kind == "mix4":
+            y = (x / 4).unsqueeze(1).expand(-1, len(self.order), -1, -1)  # (1, 2, n) -> (1, nb_targets, 2, n)
+        else:
+            y = self.variants[path].separate_segment(x)
+        extra = delay_for(path, self.delays)
+        if extra > 0:
+            time.sleep(extra)
+        return y
+
+    def calibrate(self, seconds: float = 4.0) -> Dict[str, float]:
+        """Time the paths on ``seconds`` of noise (after a warm-up that compiles numba); seeds the cost model.
+
+        Measures the network without Wiener-EM and every Wiener backend at its highest iteration count; the
+        other paths are extrapolated. Returns ``{path name: seconds per input second}``.
+        """
+        gen = torch.Generator().manual_seed(0)
+        n = int(seconds * SAMPLE_RATE)
+        x = 0.1 * torch.randn(1, 2, n, generator=gen)
+        measured: Dict[str, float] = {}
+        todo = [p for p in self.ladder if p.kind == "model"]
+        tops: Dict[str, Path] = {}
+        for p in todo:
+            if p.niter == 0 or p.wiener not in tops:
+                tops[p.wiener if p.niter else "off"] = p
+        for p in tops.values():
+            try:
+                self.variants[p].separate_segment(x[..., : SAMPLE_RATE // 2])  # warm-up (numba compiles here)
+                t = time.perf_counter()
+                self.variants[p].separate_segment(x)
+                dt = time.perf_counter() - t
+            except Exception as exc:  # noqa: BLE001 - a path that fails here is never used
+                self.log(f"warning: path {p.name} failed during calibration ({type(exc).__name__}: {exc}); "
+                         f"it will not be used")
+                self.broken.add(p)
+                continue
+            self.costs.update(p, dt, seconds)
+            measured[p.name] = dt / seconds
+        # I/O cost of mixture/4: a few seconds written to a temporary folder next to nothing else
+        t = time.perf_counter()
+        block = np.ascontiguousarray((x[0] / 4).T.numpy())  # (n, 2)
+        import io
+
+        import soundfile as sf
+
+        for _ in STEMS:
+            buf = io.BytesIO()
+            sf.write(buf, block, SAMPLE_RATE, subtype="FLOAT", format="WAV")
+        self.costs.io_rate = max(2 * (time.perf_counter() - t) / seconds, 0.002)
+        measured["mixture/4"] = self.costs.io_rate
+        self.log("calibration (s per s of input): " + ", ".join(f"{k} {v:.3f}" for k, v in measured.items()))
+        return measured
+
+    # ----------------------------------------------------------------------------------------------------------
+    def choose_chunk(self, length: int, budget: float) -> int:
+        """Longest chunk (a multiple of the slice hop) whose predicted time on the best usable path stays below
+        :data:`GRANULARITY` x ``budget``; the shortest candidate when none does."""
+        best = choose_path(self.ladder, self.costs, [1.0], float("inf"), self.broken)
+        candidates = sorted({self.max_chunk} | {self._hop_multiple(s) for s in (20.0, 15.0, 10.0, 5.0)
+                                                if self._hop_multiple(s) < self.max_chunk}, reverse=True)
+        if self.costs.rate(best) is None:
+            return candidates[-1]  # nothing measured yet: a short first chunk calibrates quickly
+        for c in candidates:
+            one = min(c, length) + 2 * self.context
+            if self.costs.predict(best, one / SAMPLE_RATE) <= GRANULARITY * budget:
+                return c
+        return candidates[-1]
+
+    def separate(self, mixture: os.PathLike, finals: Mapping[str, os.PathLike], budget: float,
+                 start: Optional[float] = None, info=None) -> SongResult:
+        """Separate ``mixture`` into ``finals`` (``{stem: path}`` for some of :data:`STEMS`) within ``budget`` s.
+
+        ``start`` is the ``time.monotonic()`` the budget counts from (default: now). Raises
+        :class:`~submission.audio_io.InputError` / :class:`~submission.audio_io.OutputError`; on any error no
+        temporary file is left and no final file is touched.
+        """
+        t0 = time.monotonic() if start is None else start
+        info = info or probe(mixture)
+        result = SongResult(duration=info.duration, budget=float(budget), warnings=list(info.warnings))
+        for w in info.warnings:
+            self.log(f"warning: {w}")
+        reader = MixtureReader(info)
+        length = reader.length
+        try:
+            writer = StemWriter(finals, info.frames, info.rate, self.subtype)
+        except BaseException:
+            reader.close()
+            raise
+        segment = self.choose_chunk(length, budget)
+        fade = 2 * (min(self.context, segment) // 2)  # as the Separator: cross-fades never longer than a segment
+        plan = chunk_plan(length, segment, fade)
+        inputs = [(b - a + 2 * self.context) / SAMPLE_RATE for a, b in plan]  # input seconds of every chunk
+        result.chunk_seconds = segment / SAMPLE_RATE
+        resampling = info.rate != SAMPLE_RATE
+        reserve = 0.2 + length / SAMPLE_RATE * (0.03 if resampling else 0.002)  # closing, resampling, renames
+        soft_deadline = t0 + budget * (1 - self.safety) - reserve
+        hard_deadline = t0 + budget * (1 - HARD_MARGIN) - reserve
+        state = {"index": 0}
+        cancel = threading.Event()
+        pieces: "queue.Queue" = queue.Queue()
+
+        def process(x: Tensor) -> Tensor:
+            i = state["index"]
+            state["index"] += 1
+            time_left = soft_deadline - time.monotonic()
+            path = choose_path(self.ladder, self.costs, inputs[i:], time_left, self.broken)
+            while True:
+                t = time.perf_counter()
+                try:
+                    y = self._run_path(path, x)
+                except Exception as exc:  # noqa: BLE001 - degrade to the next path rather than fail the song
+                    if path.kind == "mix4":
+                        raise
+                    self.log(f"warning: path {path.name} failed ({type(exc).__name__}: {exc}); "
+                             f"falling back to a cheaper path")
+                    self.broken.add(path)
+                    later = self.ladder[self.ladder.index(path) + 1:]
+                    path = next(p for p in later if p not in self.broken)
+                    continue
+                self.costs.update(path, time.perf_counter() - t, x.shape[-1] / SAMPLE_RATE)
+                result.chunks.append(path.name)
+                return y
+
+        def work() -> None:
+            try:
+                for a, b, piece in chunked_apply(process, reader.read, length, segment, self.context, fade):
+                    pieces.put(("piece", a, b, piece[0].cpu().numpy()))  # (nb_targets, 2, n)
+                    if cancel.is_set():
+                        return
+                pieces.put(("end",))
+            except BaseException as exc:  # noqa: BLE001 - hand every failure to the writing thread
+                pieces.put(("error", exc))
+            finally:
+                reader.close()
+
+        bar = None
+        if self.progress and len(plan) > 3:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(plan), desc="chunks", unit="chunk", leave=False)
+        worker = threading.Thread(target=work, name="xumx-separate", daemon=True)
+        worker.start()
+        pos = 0  # samples written (44.1 kHz)
+        try:
+            while True:
+                emergency_cost = self.costs.predict(MIX4, (length - pos) / SAMPLE_RATE) * 1.5 + 0.1
+                wait = hard_deadline - emergency_cost - time.monotonic()
+                try:
+                    item = pieces.get(timeout=max(wait, 0.0)) if wait > 0 else pieces.get_nowait()
+                except queue.Empty:
+                    cancel.set()
+                    result.emergency = True
+                    self.log(f"warning: {info.path}: chunk running past the hard deadline; writing the last "
+                             f"{(length - pos) / SAMPLE_RATE:.1f} s as mixture/4")
+                    self._fill_mix4(info, writer, pos, length)
+                    result.chunks.append("mixture/4 (emergency)")
+                    break
+                if item[0] == "error":
+                    raise item[1]
+                if item[0] == "end":
+                    break
+                _, a, b, data = item
+                writer.write(data, self.order)
+                pos = b
+                if bar is not None:
+                    bar.n = min(state["index"], len(plan))
+                    bar.refresh()
+            writer.commit()
+        except BaseException:
+            cancel.set()
+            writer.abort()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        result.time = time.monotonic() - t0
+        result.path = _summarise_paths(result.chunks)
+        if reader.nonfinite:
+            msg = f"{info.path}: NaN/Inf samples replaced by 0 ({reader.nonfinite} values read)"
+            result.warnings.append(msg)
+            self.log(f"warning: {msg}")
+        return result
+
+    def _fill_mix4(self, info, writer: StemWriter, start: int, length: int) -> None:
+        """Write mixture / 4 for samples ``[start, length)`` (44.1 kHz) with a fresh reader."""
+        block = 10 * SAMPLE_RATE
+        with MixtureReader(info) as reader:
+            for a in range(start, length, block):
+                b = min(a + block, length)
+                x = reader.read(a, b)  # (1, 2, n)
+                y = (x / 4).unsqueeze(1).expand(-1, len(self.order), -1, -1)  # (1, nb_targets, 2, n)
+                writer.write(y[0].numpy(), self.order)
