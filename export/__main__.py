@@ -1,20 +1,146 @@
-"""``python -m export``: ONNX export of the xumx-sliCQ network and profiling of PyTorch vs ONNX Runtime vs
-numba Wiener-EM.
+"""``python -m export``: ONNX export of the xumx-sliCQ network, and a profile of PyTorch vs ONNX Runtime vs numba.
 
-Not implemented yet (see the export issue): it will export the network (masks from sliCQ magnitudes, dynamic
-number of slices), check it against PyTorch, and profile every stage of separation.
+Export (default)::
+
+    python -m export --model pretrained-model --output out/onnx
+
+traces the network (learned blocks' sliCQ magnitudes in, every target's masks out, dynamic number of slices)
+with torch's dynamo exporter, checks it with ``onnx.checker``, runs it in ONNX Runtime on demo audio at two
+lengths and writes ``<output>/xumx_slicq.onnx`` + ``xumx_slicq.onnx.json`` only if every output is within
+``--tolerance`` (1e-4, relative to the largest value) of PyTorch's.
+
+Profile::
+
+    python -m export --model pretrained-model --output out/onnx --profile --seconds 60
+
+reuses ``<onnx-dir>/xumx_slicq.onnx`` when it was exported from the same weights (else exports it), times every
+stage of separation (forward sliCQ, network torch vs onnxruntime, Wiener-EM torch vs numba, inverse) and every
+full path, prints a table and writes ``<output>/profile.json`` and ``<output>/profile.txt``.
+
+``--model random`` uses the default architecture with random weights (seed 0): same cost as a trained model.
 """
 
+from __future__ import annotations
+
 import argparse
+import json
+import os
+import pathlib
 import sys
+import tempfile
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None,
+                   help="model folder (default: the shipped pretrained-model/), or 'random' for the default "
+                        "architecture with random weights")
+    p.add_argument("--output", required=True, help="output folder (ONNX file + sidecar, or the profile)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (18)")
+    p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo",
+                   help="torch.onnx exporter: dynamo (torch.export + onnxscript, default) or the legacy torchscript")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest accepted max|onnxruntime - torch| / max|torch| (1e-4); above it nothing is written")
+    p.add_argument("--parity-seconds", type=float, nargs="+", default=[7.0, 2.5],
+                   help="lengths of demo audio for the parity check, one check each (7 2.5)")
+    p.add_argument("--audio-root", default="data/test", help="demo songs folder, <root>/*/mixture.wav (data/test)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for torch, numba and onnxruntime (default: torch's default)")
+    g = p.add_argument_group("profile")
+    g.add_argument("--profile", action="store_true", help="profile separation instead of only exporting")
+    g.add_argument("--audio", default=None, help="audio file to profile on (default: --seconds of the demo songs)")
+    g.add_argument("--seconds", type=float, default=60.0, help="seconds of audio to profile on (60)")
+    g.add_argument("--niter", type=int, default=1, help="Wiener-EM iterations (1)")
+    g.add_argument("--repeats", type=int, default=2, help="timed repeats per stage after one warm-up (2)")
+    g.add_argument("--onnx-dir", default=None,
+                   help="where the profile finds or writes the ONNX file (default: --output)")
+    g.add_argument("--tuning", action="store_true",
+                   help="also time ONNX Runtime variants (optimisation levels, no IO binding, parallel execution)")
+    g.add_argument("--full-paths", action=argparse.BooleanOptionalAction, default=True,
+                   help="time every full path file to file in subprocesses (RTF, peak RSS)")
+    g.add_argument("--fresh-numba-cache", action="store_true",
+                   help="empty numba cache, so the numba first call measures a cold compile")
+    return p
+
+
+def _load(model_arg, tmp: str):
+    """``(model, model_dir)``; a random model is saved into ``tmp`` so subprocesses can load it."""
+    import torch
+
+    from xumx_slicq.checkpoint import load_model, save_model
+    from xumx_slicq.model import XUMXSliCQ
+
+    if model_arg == "random":
+        torch.manual_seed(0)
+        model = XUMXSliCQ().eval()
+        save_model(model, tmp, "xumx-slicq", note="random weights (seed 0) for profiling")
+        return model, tmp
+    model, _ = load_model(model_arg, arch="xumx-slicq")
+    from xumx_slicq.checkpoint import DEFAULT_MODEL_DIR
+
+    return model, str(DEFAULT_MODEL_DIR if model_arg is None else model_arg)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.parse_args(argv)
-    print("error: ONNX export is not implemented yet", file=sys.stderr)
-    return 2
+    args = _parser().parse_args(argv)
+    if args.fresh_numba_cache:  # before numba is imported anywhere
+        os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="export_numba_")
+    if args.threads is not None and args.threads < 1 or args.repeats < 1 or args.niter < 0:
+        print("error: --threads and --repeats must be >= 1, --niter >= 0", file=sys.stderr)
+        return 2
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    from export.onnx_export import ParityError, export_model, load_or_export
+
+    out = pathlib.Path(args.output)
+    export_opts = dict(parity_seconds=args.parity_seconds, tolerance=args.tolerance, opset=args.opset,
+                       dynamo=args.exporter == "dynamo", audio_root=args.audio_root, threads=threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            model, model_dir = _load(args.model, tmp)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        try:
+            if not args.profile:
+                meta = export_model(model, out, **export_opts)
+                print(f"wrote {out / 'xumx_slicq.onnx'} ({meta['onnx_bytes'] / 2**20:.1f} MiB, opset {meta['opset']}, "
+                      f"{meta['exporter']} exporter, {len(meta['inputs']['names'])} inputs, export "
+                      f"{meta['export_s']:.1f} s)")
+                for r in meta["parity"]["runs"]:
+                    print(f"parity on {r['seconds']:g} s ({r['nb_slices']} slices): masks {r['masks']:.2e}, "
+                          f"estimates {r['estimates']:.2e} (tolerance {args.tolerance:g})")
+                print(f"wrote {out / 'xumx_slicq.onnx.json'}")
+                return 0
+            onnx_path, meta = load_or_export(model, args.onnx_dir or out, **export_opts)
+            print(f"ONNX: {onnx_path} (parity {meta['parity']['max_relative']:.2e})", flush=True)
+            from export.profile import format_table, profile, read_audio
+
+            audio, desc = read_audio(args.audio, args.seconds, args.audio_root)
+            report = profile(model, model_dir, str(onnx_path), audio, desc, niter=args.niter, threads=threads,
+                             repeats=args.repeats, tuning=args.tuning, run_full_paths=args.full_paths)
+        except ParityError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    report["model"] = "random (default architecture, seed 0)" if args.model == "random" else model_dir
+    report["onnx"] = {"path": str(onnx_path), "exporter": meta.get("exporter"), "opset": meta.get("opset"),
+                      "export_parity": meta["parity"]["max_relative"]}
+    report["command"] = "python -m export " + " ".join(sys.argv[1:] if argv is None else argv)
+    table = format_table(report)
+    print(table)
+    from xumx_slicq.checkpoint import json_save_atomic, write_and_rename
+
+    json_save_atomic(report, out / "profile.json")
+    write_and_rename(out / "profile.txt", (table + "\n").encode())
+    print(f"wrote {out / 'profile.json'} and {out / 'profile.txt'}")
+    return 0
 
 
 if __name__ == "__main__":

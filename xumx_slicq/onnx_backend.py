@@ -70,12 +70,12 @@ def choose_providers(device: str = "auto") -> List[str]:
     if device not in ("auto", "cuda", "cpu"):
         raise ValueError(f"xumx_slicq/onnx_backend.py: device must be auto, cuda or cpu, got {device!r}")
     available = ort.get_available_providers()
-    want_cuda = device == "cuda" or (device == "auto" and cuda_driver_present())
-    if want_cuda and "CUDAExecutionProvider" in available:
+    driver = device != "cpu" and cuda_driver_present()
+    if driver and "CUDAExecutionProvider" in available:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device == "cuda":
         raise RuntimeError("xumx_slicq/onnx_backend.py: device='cuda' asked for, but onnxruntime offers "
-                           f"{available} and a CUDA driver is {'present' if cuda_driver_present() else 'absent'}")
+                           f"{available} and a CUDA driver is {'present' if driver else 'absent'}")
     return ["CPUExecutionProvider"]
 
 

@@ -1,0 +1,296 @@
+"""Stage-by-stage profile of separation: PyTorch vs ONNX Runtime network, torch vs numba Wiener-EM.
+
+On one piece of audio (a file, or N seconds of the demo songs concatenated and looped), in one process and with
+the same thread count for torch, numba and ONNX Runtime:
+
+* forward sliCQ, network (torch / onnxruntime), Wiener-EM (torch / numba; the numba first call - compilation or
+  on-disk cache load - reported separately), inverse sliCQ: one warm-up call, then ``repeats`` timed calls; the
+  best wall time and its process CPU time (steadier on a shared machine) are kept;
+* parity: onnxruntime vs torch masks, numba vs torch Wiener-EM output (max abs difference / max abs value);
+* optional ONNX Runtime tuning variants (optimisation level, IO binding, parallel execution);
+* every full path (network x Wiener backend) file to file through :class:`xumx_slicq.separator.Separator`, each in
+  its own subprocess so its peak RSS is its own: wall time, real-time factor, peak memory.
+
+``python -m export --model DIR --output DIR --profile`` prints a table and writes ``<output>/profile.json`` and
+``<output>/profile.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+SR = 44100
+PATHS = (("torch", "torch"), ("torch", "numba"), ("onnxruntime", "torch"), ("onnxruntime", "numba"))
+
+
+def _timer(fn: Callable[[], Any], repeats: int) -> Dict[str, Any]:
+    """:func:`benchmark.wiener_speed._time` (first call apart, then ``repeats`` calls), result kept aside."""
+    from benchmark.wiener_speed import _time
+
+    r = _time(fn, repeats)
+    result = r.pop("_result")
+    best = min(range(len(r["wall_s"])), key=r["wall_s"].__getitem__)
+    r["best_s"], r["best_cpu_s"] = r["wall_s"][best], r["cpu_s"][best]
+    return {"timing": r, "result": result}
+
+
+def hardware(threads: int) -> Dict[str, Any]:
+    """CPU model, cores, memory, threads and library versions."""
+    import numba
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from xumx_slicq.separator import machine_fingerprint
+
+    info = machine_fingerprint()
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem = None
+    info.update({"platform": platform.platform(), "memory_gib": mem, "threads": threads,
+                 "numba_threading_layer": numba.config.THREADING_LAYER, "numpy": np.__version__,
+                 "onnxruntime_providers": ort.get_available_providers(), "python": platform.python_version(),
+                 "torch_build": torch.__config__.parallel_info().splitlines()[:3],
+                 "load_average": list(os.getloadavg())})
+    return info
+
+
+def read_audio(path: Optional[str], seconds: float, root: str = "data/test"):
+    """``(1, 2, nb_timesteps)`` float32 audio and its description: ``seconds`` of ``path`` (all of it when
+    ``seconds`` <= 0), or of the demo songs (``benchmark.separator_speed.make_song``: concatenated, looped)."""
+    import numpy as np
+    import soundfile as sf
+    import torch
+
+    if path is None:
+        from benchmark.separator_speed import make_song
+
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"{root}: demo songs folder missing; pass --audio FILE")
+        with tempfile.TemporaryDirectory() as tmp:
+            song = os.path.join(tmp, "song.wav")
+            make_song(song, seconds / 60.0)
+            data, rate = sf.read(song, dtype="float32", always_2d=True)
+        desc = f"{seconds:g} s of the demo songs in {root} (concatenated, looped; 16-bit)"
+    else:
+        try:
+            data, rate = sf.read(path, dtype="float32", always_2d=True)
+        except Exception as exc:  # noqa: BLE001
+            raise ValueError(f"{path}: cannot read audio: {exc}") from exc
+        if seconds > 0:
+            data = data[: int(seconds * rate)]
+        desc = f"{path} ({len(data) / rate:.1f} s)"
+    if rate != SR:
+        raise ValueError(f"{path or root}: expected 44.1 kHz audio, got {rate} Hz")
+    if data.shape[1] == 1:
+        data = np.repeat(data, 2, axis=1)
+    return torch.from_numpy(np.ascontiguousarray(data.T))[None], desc  # (1, 2, nb_timesteps)
+
+
+def _full_path_child(argv: Sequence[str]) -> int:
+    """One full path in a fresh process: ``--model-dir --input --backend --wiener --niter --threads --onnx``."""
+    p = argparse.ArgumentParser()
+    for name in ("--model-dir", "--input", "--backend", "--wiener", "--onnx"):
+        p.add_argument(name, required=True)
+    p.add_argument("--niter", type=int, required=True)
+    p.add_argument("--threads", type=int, required=True)
+    a = p.parse_args(argv)
+    import numba
+    import torch
+
+    torch.set_num_threads(a.threads)
+    numba.set_num_threads(a.threads)
+    import soundfile as sf
+
+    from xumx_slicq.separator import load_separator
+
+    t0 = time.perf_counter()
+    sep = load_separator(a.model_dir, backend=a.backend, wiener=a.wiener, niter=a.niter,
+                         onnx_path=a.onnx if a.backend == "onnxruntime" else None,
+                         onnx_options={"threads": a.threads})
+    sep.separate_segment(torch.zeros(1, 2, SR))  # numba compile / cache load, ONNX Runtime first run
+    setup = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as out:
+        t0, c0 = time.perf_counter(), time.process_time()
+        sep.separate_file(a.input, out)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    duration = sf.info(a.input).duration
+    provider = getattr(sep.network, "provider", None)
+    print(json.dumps({"backend": a.backend, "wiener": a.wiener, "provider": provider, "separation_s": wall,
+                      "cpu_s": cpu, "rtf": wall / duration, "setup_s": setup, "audio_seconds": duration,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    return 0
+
+
+def full_paths(model_dir: str, wav: str, onnx_path: str, niter: int, threads: int,
+               paths: Sequence = PATHS) -> List[Dict[str, Any]]:
+    """Run every ``(network backend, Wiener backend)`` path file to file, one subprocess each."""
+    from tqdm import tqdm
+
+    rows = []
+    for backend, wiener in tqdm(paths, desc="full paths", unit="path"):
+        cmd = [sys.executable, "-m", "export.profile", "--child", "--model-dir", model_dir, "--input", wav,
+               "--backend", backend, "--wiener", wiener, "--niter", str(niter), "--threads", str(threads),
+               "--onnx", onnx_path]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"export/profile.py: full path {backend}+{wiener} failed:\n{proc.stderr[-3000:]}")
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def profile(model, model_dir: str, onnx_path: str, audio, audio_desc: str, niter: int = 1, threads: int = 2,
+            repeats: int = 2, tuning: bool = False, run_full_paths: bool = True) -> Dict[str, Any]:
+    """Profile every stage (see the module docstring); returns the report (``profile.json`` content)."""
+    import numba
+    import soundfile as sf
+    import torch
+
+    from export.onnx_export import relative_error
+    from xumx_slicq.filtering import wiener_blocks
+    from xumx_slicq.onnx_backend import OnnxNetwork
+    from xumx_slicq.separator import wiener_blocks_numba
+    from xumx_slicq.transforms import SliCQT
+
+    torch.set_num_threads(threads)
+    numba.set_num_threads(threads)
+    slicqt = SliCQT(**model.slicq_config)
+    length = audio.shape[-1]
+    seconds = length / SR
+    report: Dict[str, Any] = {"audio_seconds": seconds, "audio": audio_desc, "threads": threads, "niter": niter,
+                              "repeats": repeats, "hardware": hardware(threads),
+                              "numba_cache_dir": os.environ.get("NUMBA_CACHE_DIR", "default (__pycache__)")}
+    stages: Dict[str, Dict[str, Any]] = {}
+    print(f"profiling {audio_desc}: {seconds:.1f} s, {threads} threads, niter {niter}", flush=True)
+    with torch.no_grad():
+        r = _timer(lambda: slicqt(audio), repeats)
+        mix = r["result"]
+        stages["forward_slicq"] = r["timing"]
+        mags = [b.abs() for b in mix]
+        report["nb_slices"] = int(mags[0].shape[3])
+
+        r = _timer(lambda: model(mags), repeats)
+        est_torch = r["result"]
+        stages["network_torch"] = r["timing"]
+        masks_torch = model.masks(mags)
+
+        t0 = time.perf_counter()
+        net = OnnxNetwork(onnx_path, device="cpu", threads=threads)
+        session_s = time.perf_counter() - t0
+        r = _timer(lambda: net(mags), repeats)
+        stages["network_onnxruntime"] = r["timing"]
+        masks_ort = net.masks(mags)
+        keep = [i for i, learn in enumerate(model.learned) if learn]
+        parity_ort = relative_error([masks_ort[i] for i in keep], [masks_torch[i] for i in keep])
+        parity_ort_est = relative_error([r["result"][i] for i in keep], [est_torch[i] for i in keep])
+
+        variants: Dict[str, Any] = {}
+        if tuning:
+            for name, opts in (("optimization=extended", {"optimization": "extended"}),
+                               ("optimization=basic", {"optimization": "basic"}),
+                               ("io_binding=False", {"io_binding": False}),
+                               ("parallel execution", {"parallel": True})):
+                v = OnnxNetwork(onnx_path, device="cpu", threads=threads, **opts)
+                variants[name] = _timer(lambda: v(mags), repeats)["timing"]
+                print(f"  onnxruntime {name}: {variants[name]['best_s']:.3f} s", flush=True)
+                del v
+
+        opts = dict(iterations=niter)
+        r = _timer(lambda: wiener_blocks(est_torch, mix, backend="torch", **opts), repeats)
+        out_torch = r["result"]
+        stages["wiener_torch"] = r["timing"]
+        r = _timer(lambda: wiener_blocks_numba(est_torch, mix, **opts), repeats)
+        stages["wiener_numba"] = r["timing"]
+        parity_numba = relative_error([torch.view_as_real(o) for o in r["result"]],
+                                      [torch.view_as_real(o) for o in out_torch])
+        r_old = _timer(lambda: wiener_blocks(est_torch, mix, backend="numba", **opts), repeats)
+        stages["wiener_numba_filtering"] = r_old["timing"]
+
+        r = _timer(lambda: slicqt.inverse(out_torch, length), repeats)
+        stages["inverse_slicq"] = r["timing"]
+
+    report["stages"] = stages
+    tn, to = stages["network_torch"]["best_s"], stages["network_onnxruntime"]["best_s"]
+    wt, wn = stages["wiener_torch"]["best_s"], stages["wiener_numba"]["best_s"]
+    report["network"] = {"torch_s": tn, "onnxruntime_s": to, "ratio": to / tn,
+                         "torch_cpu_s": stages["network_torch"]["best_cpu_s"],
+                         "onnxruntime_cpu_s": stages["network_onnxruntime"]["best_cpu_s"],
+                         "onnxruntime_session_s": session_s, "onnxruntime_provider": net.provider,
+                         "onnxruntime_settings": {"optimization": net.optimization, "io_binding": net.io_binding,
+                                                  "parallel": net.parallel}, "goal_ratio": 0.7,
+                         "tuning_variants": {k: {"best_s": v["best_s"], "best_cpu_s": v["best_cpu_s"]}
+                                             for k, v in variants.items()}}
+    report["wiener"] = {"torch_s": wt, "numba_s": wn, "ratio": wn / wt,
+                        "torch_cpu_s": stages["wiener_torch"]["best_cpu_s"],
+                        "numba_cpu_s": stages["wiener_numba"]["best_cpu_s"],
+                        "numba_first_call_s": stages["wiener_numba"]["first_call_s"],
+                        "numba_compile_s": max(0.0, stages["wiener_numba"]["first_call_s"] - wn),
+                        "numba_filtering_wiener_blocks_s": stages["wiener_numba_filtering"]["best_s"],
+                        "goal_ratio": 0.5, "iterations": niter}
+    report["parity"] = {"onnxruntime": parity_ort, "onnxruntime_estimates": parity_ort_est,
+                        "numba": parity_numba,
+                        "definition": "max |candidate - torch| / max |torch| (masks; Wiener-EM complex output)"}
+    if run_full_paths:
+        with tempfile.TemporaryDirectory() as tmp:
+            wav = os.path.join(tmp, "mixture.wav")
+            sf.write(wav, audio[0].numpy().T, SR, subtype="FLOAT")
+            report["full_paths"] = full_paths(model_dir, wav, str(onnx_path), niter, threads)
+    report["load_average_at_end"] = list(os.getloadavg())
+    return report
+
+
+def format_table(report: Dict[str, Any]) -> str:
+    """The profile as a plain-text table."""
+    st = report["stages"]
+    sec = report["audio_seconds"]
+
+    def row(name: str, key: str, note: str = "") -> str:
+        t = st[key]
+        return f"{name:<34} {t['best_s']:9.3f} {t['best_cpu_s']:9.3f} {t['best_s'] / sec:8.4f}  {note}"
+
+    hw = report["hardware"]
+    lines = [
+        f"xumx-sliCQ separation profile: {report['audio']}",
+        f"{sec:.1f} s of audio, {report['nb_slices']} slices, {report['threads']} threads (torch, numba, "
+        f"onnxruntime), niter {report['niter']}, best of {report['repeats']} after a warm-up",
+        f"CPU {hw['cpu']} ({hw['cores']} cores), onnxruntime {hw['onnxruntime']} "
+        f"({report['network']['onnxruntime_provider']}), torch {hw['torch']}, numba {hw['numba']}",
+        "",
+        f"{'stage':<34} {'wall s':>9} {'cpu s':>9} {'RTF':>8}  note",
+        row("forward sliCQ", "forward_slicq"),
+        row("network, PyTorch", "network_torch"),
+        row("network, ONNX Runtime", "network_onnxruntime",
+            f"{report['network']['ratio']:.2f}x PyTorch (goal <= 0.7), parity {report['parity']['onnxruntime']:.1e}"),
+        row("Wiener-EM, torch", "wiener_torch"),
+        row("Wiener-EM, numba (block kernel)", "wiener_numba",
+            f"{report['wiener']['ratio']:.2f}x torch (goal <= 0.5), parity {report['parity']['numba']:.1e}, "
+            f"first call {report['wiener']['numba_first_call_s']:.2f} s"),
+        row("Wiener-EM, numba (filtering.py)", "wiener_numba_filtering", "previous numba path, for reference"),
+        row("inverse sliCQ", "inverse_slicq"),
+    ]
+    for name, v in report["network"].get("tuning_variants", {}).items():
+        lines.append(f"{'  onnxruntime ' + name:<34} {v['best_s']:9.3f} {v['best_cpu_s']:9.3f} "
+                     f"{v['best_s'] / sec:8.4f}  tuning variant")
+    if report.get("full_paths"):
+        lines += ["", f"{'full path (file to file)':<34} {'wall s':>9} {'cpu s':>9} {'RTF':>8}  peak RSS"]
+        for r in report["full_paths"]:
+            lines.append(f"{'network ' + r['backend'] + ' + Wiener ' + r['wiener']:<34} {r['separation_s']:9.2f} "
+                         f"{r['cpu_s']:9.2f} {r['rtf']:8.4f}  {r['peak_rss_mb']:.0f} MB (setup {r['setup_s']:.1f} s)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        sys.exit(_full_path_child(sys.argv[2:]))
+    print("usage: python -m export --model DIR --output DIR --profile", file=sys.stderr)
+    sys.exit(2)

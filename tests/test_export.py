@@ -1,0 +1,254 @@
+"""ONNX export, its parity check, the ONNX Runtime backend and the profile.
+
+One small model (Bark-12: 9 blocks, 8 learned, thin layers) is exported once per module through the CLI; the
+default architecture only differs in size (the same layers per block), and exporting its 51 blocks takes ~1.5 min.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from export.__main__ import main as export_main
+from export.onnx_export import (ONNX_NAME, MaskGraph, ParityError, dummy_inputs, export_model, file_digest,
+                                input_names, is_current, load_or_export, min_slices, read_sidecar, weights_digest)
+from xumx_slicq.checkpoint import save_model
+from xumx_slicq.model import XUMXSliCQ
+from xumx_slicq.onnx_backend import OnnxNetwork, choose_providers, sidecar_path
+from xumx_slicq.separator import Separator, load_separator
+from xumx_slicq.transforms import SliCQT
+
+SR = 44100
+
+
+def tiny_model(seed=0):
+    """Few blocks and channels, non-trivial BatchNorm statistics so the masks vary."""
+    torch.manual_seed(seed)
+    model = XUMXSliCQ(slicq_config=SliCQT(fbins=12).config, hidden_channels=(4, 6))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(model, model_dir, onnx_dir) with the model exported by ``python -m export`` (two parity lengths)."""
+    model = tiny_model()
+    model_dir = tmp_path_factory.mktemp("model")
+    save_model(model, model_dir, "xumx-slicq")
+    out = tmp_path_factory.mktemp("onnx")
+    assert export_main(["--model", str(model_dir), "--output", str(out), "--parity-seconds", "3", "1.3",
+                        "--threads", "1"]) == 0
+    return model, model_dir, out
+
+
+def test_export_writes_checked_graph_and_sidecar(exported):
+    model, _, out = exported
+    path = out / ONNX_NAME
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    meta = json.loads(sidecar_path(path).read_text())
+    assert meta["opset"] == 18 and meta["exporter"] == "dynamo"
+    assert meta["inputs"]["names"] == input_names(model) and len(meta["outputs"]["names"]) == model.nb_learned_blocks
+    lb = [b for b, learn in zip(model.blocks, model.learned) if learn]
+    assert meta["inputs"]["shapes"] == [["nb_samples", 2, b.nb_bins, "nb_slices", b.T] for b in lb]
+    assert meta["outputs"]["shapes"][0] == ["nb_samples", 4, 2, lb[0].nb_bins, "nb_slices", lb[0].T]
+    assert meta["weights_sha256"] == weights_digest(model) and meta["onnx_sha256"] == file_digest(path)
+    # two song lengths, i.e. two slice counts, both within 1e-4 of PyTorch
+    runs = meta["parity"]["runs"]
+    assert len(runs) == 2 and runs[0]["nb_slices"] != runs[1]["nb_slices"]
+    assert all(r["masks"] <= 1e-4 and r["estimates"] <= 1e-4 for r in runs)
+    assert "demo songs" in runs[0]["audio"]  # real audio from data/test
+    # inference form: stride-1 transposed convolutions were traced as convolutions
+    assert meta["graph_ops"].get("ConvTranspose", 0) == model.nb_learned_blocks  # only the final de-overlap layer
+    assert is_current(path, model)
+    assert not is_current(path, tiny_model(seed=1))  # other weights
+
+
+@pytest.mark.parametrize("nb_samples,nb_slices", [(1, None), (2, 57), (1, 400)])
+def test_onnxruntime_equals_torch_for_any_length_and_batch(exported, nb_samples, nb_slices):
+    model, _, out = exported
+    nb_slices = nb_slices or min_slices(model)  # the shortest input the graph takes
+    mags = [m * 3 for m in dummy_inputs(model, nb_slices, nb_samples, seed=nb_slices)]
+    with torch.no_grad():
+        ref = MaskGraph(model)(*mags)
+    for io_binding in (True, False):
+        got = OnnxNetwork(out / ONNX_NAME, device="cpu", threads=1, io_binding=io_binding).learned_masks(mags)
+        for a, b in zip(got, ref):
+            assert a.shape == b.shape
+            assert (a - b).abs().max() <= 1e-4 * b.abs().max()
+
+
+def test_network_interface_matches_model(exported):
+    model, _, out = exported
+    net = OnnxNetwork(out / ONNX_NAME, device="cpu", threads=1)
+    assert net.provider == "CPUExecutionProvider" and net.targets == model.targets
+    slicqt = SliCQT(**model.slicq_config)
+    x = torch.randn(1, 2, SR) * 0.1
+    mags = [b.abs() for b in slicqt(x)]
+    with torch.no_grad():
+        ref = model(mags)
+    got = net(mags)
+    assert len(got) == len(ref)
+    for a, b, learn in zip(got, ref, model.learned):
+        assert a.shape == b.shape
+        if learn:
+            assert (a - b).abs().max() <= 1e-4 * b.abs().max()
+        else:
+            assert torch.equal(a, b)  # passed-through blocks: the mixture for every target
+    with pytest.raises(ValueError, match="at least"):
+        net([m[..., :1, :] for m in mags])
+    with pytest.raises(ValueError, match="blocks"):
+        net(mags[:-1])
+
+
+def test_parity_failure_writes_nothing(exported, tmp_path, monkeypatch):
+    """A graph whose convolution weights drifted by 1 % is refused and nothing is left behind."""
+    model, _, out = exported
+    import export.onnx_export as oe
+
+    proto = onnx.load(str(out / ONNX_NAME))
+    for init in proto.graph.initializer:
+        if len(init.dims) == 4:
+            init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init) * 1.01, init.name))
+
+    def fake_export(model, path, **kwargs):
+        onnx.save(proto, str(path))
+        return {"exporter": "test", "export_s": 0.0}
+
+    monkeypatch.setattr(oe, "export_onnx", fake_export)
+    dest = tmp_path / "refused"
+    with pytest.raises(ParityError, match="tolerance"):
+        export_model(model, dest, parity_seconds=(1.3,))
+    assert list(dest.iterdir()) == []
+    # the unmodified graph passes at 1e-4 but not at a zero tolerance: the check can fail both ways
+    monkeypatch.setattr(oe, "export_onnx", lambda model, path, **k: (shutil.copy(out / ONNX_NAME, path),
+                                                                      {"exporter": "copy", "export_s": 0.0})[1])
+    with pytest.raises(ParityError):
+        export_model(model, dest, parity_seconds=(1.3,), tolerance=0.0)
+    assert list(dest.iterdir()) == []
+    meta = export_model(model, dest, parity_seconds=(1.3,))
+    assert meta["parity"]["max_relative"] <= 1e-4 and (dest / ONNX_NAME).is_file()
+
+
+def test_load_or_export_reuses_current_file(exported, monkeypatch):
+    model, _, out = exported
+    import export.onnx_export as oe
+
+    monkeypatch.setattr(oe, "export_model", lambda *a, **k: pytest.fail("re-exported a current file"))
+    path, meta = load_or_export(model, out)
+    assert path == out / ONNX_NAME and meta == read_sidecar(path)
+
+
+def test_separator_onnxruntime_equals_torch(exported):
+    model, model_dir, out = exported
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 2, 5 * SR, generator=gen) * 0.1
+    for wiener in ("off", "torch", "numba"):
+        ref = Separator(model, wiener=wiener, chunk_seconds=3.0, context_seconds=1.0)(x)
+        sep = Separator(model, wiener=wiener, chunk_seconds=3.0, context_seconds=1.0, backend="onnxruntime",
+                        onnx_path=out / ONNX_NAME, onnx_options={"threads": 1})
+        assert sep.backend == "onnxruntime" and sep.network.provider == "CPUExecutionProvider"
+        got = sep(x)
+        assert got.shape == ref.shape
+        assert (got - ref).abs().max() <= 1e-3 * ref.abs().max()
+
+
+def test_load_separator_finds_the_onnx_next_to_the_weights(exported, tmp_path, monkeypatch):
+    model, model_dir, out = exported
+    monkeypatch.setenv("XUMX_SLICQ_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "shipped"
+    shutil.copytree(model_dir, folder)
+    for name in (ONNX_NAME, ONNX_NAME + ".json"):
+        shutil.copy(out / name, folder / name)
+    sep = load_separator(folder, backend="onnxruntime", wiener="off")
+    assert sep.network.path == folder / ONNX_NAME
+    assert not (tmp_path / "cache").exists()  # nothing exported
+    with pytest.raises(ValueError, match="backend must be"):
+        load_separator(folder, backend="tensorrt")
+
+
+def test_auto_picks_the_measured_fastest_and_caches_it(exported, tmp_path, monkeypatch):
+    import xumx_slicq.separator as separator
+
+    model, _, out = exported
+    monkeypatch.setenv("XUMX_SLICQ_CACHE", str(tmp_path))
+    real = separator.measure_backends
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        kwargs["seconds"] = 3.0
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(separator, "measure_backends", spy)
+    sep = Separator(model, backend="auto", wiener="auto", onnx_path=out / ONNX_NAME, onnx_options={"threads": 1})
+    timings = sep.backend_timings
+    assert set(timings["network"]) == {"torch", "onnxruntime"} and set(timings["wiener"]) == {"torch", "numba"}
+    assert sep.backend == min(timings["network"], key=timings["network"].get)
+    assert sep.wiener == min(timings["wiener"], key=timings["wiener"].get)
+    assert (sep.network is not None) == (sep.backend == "onnxruntime")
+    cache = json.loads((tmp_path / "backend_choice.json").read_text())
+    assert len(cache) == 1 and len(calls) == 1
+    again = Separator(model, backend="auto", wiener="auto", onnx_path=out / ONNX_NAME)
+    assert len(calls) == 1 and (again.backend, again.wiener) == (sep.backend, sep.wiener)  # from the cache
+    Separator(model, backend="auto", wiener="torch", onnx_path=out / ONNX_NAME)  # other options: measured anew
+    assert len(calls) == 2 and len(json.loads((tmp_path / "backend_choice.json").read_text())) == 2
+
+
+def test_providers_fall_back_to_cpu_without_a_gpu(monkeypatch):
+    import xumx_slicq.onnx_backend as ob
+
+    monkeypatch.setattr(ob, "cuda_driver_present", lambda: False)
+    assert choose_providers("auto") == ["CPUExecutionProvider"]
+    assert choose_providers("cpu") == ["CPUExecutionProvider"]
+    with pytest.raises(RuntimeError, match="cuda"):
+        choose_providers("cuda")
+    monkeypatch.setattr(ob, "cuda_driver_present", lambda: True)
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert choose_providers("auto")[0] == "CUDAExecutionProvider"
+
+
+def test_profile_command_writes_the_report(exported, tmp_path, capsys):
+    model, model_dir, out = exported
+    dest = tmp_path / "profile"
+    assert export_main(["--model", str(model_dir), "--output", str(dest), "--onnx-dir", str(out), "--profile",
+                        "--seconds", "2", "--repeats", "1", "--threads", "1", "--no-full-paths"]) == 0
+    report = json.loads((dest / "profile.json").read_text())
+    for key in ("torch_s", "onnxruntime_s"):
+        assert report["network"][key] > 0
+    for key in ("torch_s", "numba_s", "numba_first_call_s"):
+        assert report["wiener"][key] > 0
+    assert report["parity"]["onnxruntime"] <= 1e-4 and report["parity"]["numba"] <= 1e-4
+    assert report["audio_seconds"] == pytest.approx(2.0, abs=1e-3) and report["threads"] == 1
+    assert report["hardware"]["cores"] >= 1
+    table = (dest / "profile.txt").read_text()
+    assert "network, ONNX Runtime" in table and "Wiener-EM, numba" in table
+    assert table.strip() in capsys.readouterr().out
+    assert not (dest / ONNX_NAME).exists()  # the existing export was reused
+
+
+def test_full_path_child_reports_rtf_and_memory(exported, tmp_path, capsys):
+    import soundfile as sf
+
+    from export.profile import _full_path_child
+
+    model, model_dir, out = exported
+    wav = tmp_path / "mix.wav"
+    sf.write(wav, (0.1 * np.random.default_rng(0).standard_normal((2 * SR, 2))).astype(np.float32), SR)
+    try:
+        assert _full_path_child(["--model-dir", str(model_dir), "--input", str(wav), "--backend", "onnxruntime",
+                                 "--wiener", "numba", "--niter", "1", "--threads", "1",
+                                 "--onnx", str(out / ONNX_NAME)]) == 0
+    finally:
+        torch.set_num_threads(1)
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["provider"] == "CPUExecutionProvider" and row["audio_seconds"] == pytest.approx(2.0)
+    assert row["rtf"] > 0 and row["peak_rss_mb"] > 0
