@@ -1,0 +1,41 @@
+#!/bin/bash
+# Train xumx-sliCQ, UMX and X-UMX one after the other on the same data with the same budget
+# (same number of training examples, same wall-clock cap, same machine). Resumable: rerun the same command
+# after an interruption and each model continues from its last epoch checkpoint; finished models are skipped.
+#
+#   bash scripts/train_compare.sh                      # defaults below
+#   ROOT=/data/musdb18hq OUT=runs EXAMPLES=12800 HOURS=4 bash scripts/train_compare.sh
+#
+# Environment: ROOT (MUSDB18-HQ layout, default data/synth), OUT (default runs/compare), EXAMPLES (training
+# examples per model, default 12800 = 400 batches of 32), HOURS (wall-clock cap per model, default 4),
+# ARCHS (default "xumx-slicq umx xumx"), THREADS (torch threads, default 2), PYTHON (default .venv/bin/python).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=${ROOT:-data/synth}
+OUT=${OUT:-runs/compare}
+EXAMPLES=${EXAMPLES:-12800}
+HOURS=${HOURS:-4}
+THREADS=${THREADS:-2}
+PYTHON=${PYTHON:-.venv/bin/python}
+for arch in ${ARCHS:-xumx-slicq umx xumx}; do
+    out="$OUT/$arch"
+    # a model whose budget is spent is done: do not train it further on a rerun
+    if "$PYTHON" - "$out" "$EXAMPLES" "$HOURS" <<'PY'
+import json, pathlib, sys
+history = pathlib.Path(sys.argv[1]) / "history.json"
+if not history.is_file():
+    sys.exit(1)
+records = json.loads(history.read_text())
+spent_hours = sum(r["epoch_seconds"] for r in records) / 3600
+done = records and (records[-1]["examples_seen"] >= int(sys.argv[2]) or spent_hours >= float(sys.argv[3]))
+sys.exit(0 if done else 1)
+PY
+    then
+        echo "== $arch: budget ($EXAMPLES examples or $HOURS h) already spent, skipping ($out)"
+        continue
+    fi
+    echo "== $arch -> $out ($(date -u +%FT%TZ))"
+    "$PYTHON" -m train --arch "$arch" --root "$ROOT" --output "$out" \
+        --samples-per-track 16 --valid-seconds 30 --workers 1 --threads "$THREADS" \
+        --max-examples "$EXAMPLES" --max-hours "$HOURS" --resume --no-progress
+done
