@@ -275,17 +275,18 @@ class StemWriter:
         """Write ``(n, 2)`` samples, clipping for integer subtypes (libsndfile would wrap around)."""
         if self.subtype.startswith("PCM"):
             data = np.clip(data, -1.0, 1.0)
-        try:
-            self._writers[target].write(data)
-        except Exception as exc:  # noqa: BLE001
-            folder = self.finals[target].parent
-            raise OutputError(f"{folder}: cannot write stems: {getattr(exc, 'strerror', None) or exc}") from exc
+        self._writers[target].write(data)
 
     def write(self, piece: np.ndarray, order: List[str]) -> None:
         """Append ``piece`` ``(nb_targets, 2, n)`` (44.1 kHz, targets in ``order``) to every stem."""
         for j, t in enumerate(order):
             if t in self._writers:
-                self._write(t, np.ascontiguousarray(piece[j].T))  # (2, n) -> (n, 2)
+                try:
+                    self._write(t, np.ascontiguousarray(piece[j].T))  # (2, n) -> (n, 2)
+                except Exception as exc:  # noqa: BLE001 - disk full, I/O error, ...: name the folder
+                    folder = self.finals[t].parent
+                    raise OutputError(f"{folder}: cannot write stems: "
+                                      f"{getattr(exc, 'strerror', None) or exc}") from exc
         self.written += piece.shape[-1]
 
     def commit(self) -> Dict[str, pathlib.Path]:

@@ -245,6 +245,7 @@ class Engine:
         reserve = 0.2 + length / SAMPLE_RATE * (0.03 if resampling else 0.002)  # closing, resampling, renames
         soft_deadline = t0 + budget * (1 - self.safety) - reserve
         hard_deadline = t0 + budget * (1 - HARD_MARGIN) - reserve
+        mono = info.channels == 1
         state = {"index": 0}
         cancel = threading.Event()
         pieces: "queue.Queue" = queue.Queue()
@@ -274,7 +275,10 @@ class Engine:
         def work() -> None:
             try:
                 for a, b, piece in chunked_apply(process, reader.read, length, segment, self.context, fade):
-                    pieces.put(("piece", a, b, piece[0].cpu().numpy()))  # (nb_targets, 2, n)
+                    data = piece[0].cpu().numpy()  # (nb_targets, 2, n)
+                    if mono:  # a mono song gives identical channels: the average of the two estimates
+                        data = np.repeat(data.mean(axis=1, keepdims=True), 2, axis=1)
+                    pieces.put(("piece", a, b, data))
                     if cancel.is_set():
                         return
                 pieces.put(("end",))
