@@ -225,3 +225,79 @@ def test_separate_file_reports_bad_input(tmp_path, model):
     with pytest.raises(ValueError, match="broken.wav"):
         Separator(model, wiener="off").separate_file(bad, tmp_path / "out")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Backends (the ONNX Runtime ones, which need an exported graph, are in tests/test_export.py)
+# ----------------------------------------------------------------------------------------------------------------
+
+from xumx_slicq.separator import wiener_blocks_numba  # noqa: E402
+
+
+@pytest.mark.parametrize("iterations,softmask,residual", [(0, False, False), (1, False, False), (2, True, False),
+                                                          (1, False, True)])
+def test_block_numba_wiener_equals_torch(slicqt, iterations, softmask, residual):
+    gen = torch.Generator().manual_seed(iterations)
+    x = torch.randn(2, 2, SR, generator=gen) * 0.2
+    mix = slicqt(x)
+    # per-target gains so the sources differ; a quiet and a loud sample (normalisers differ per block)
+    gains = torch.rand(2, 4, 1, 1, 1, 1, generator=gen) * torch.tensor([0.05, 30.0])[:, None, None, None, None, None]
+    mix = [m * torch.tensor([0.05, 30.0])[:, None, None, None, None] for m in mix]
+    est = [m.abs().unsqueeze(1) * gains / torch.tensor([0.05, 30.0])[:, None, None, None, None, None] for m in mix]
+    opts = dict(iterations=iterations, softmask=softmask, residual=residual)
+    ref = wiener_blocks(est, mix, backend="torch", **opts)
+    got = wiener_blocks_numba(est, mix, **opts)
+    assert len(got) == len(ref)
+    scale = max(float(r.abs().max()) for r in ref)
+    for a, b in zip(got, ref):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        assert (a - b).abs().max() <= 1e-4 * scale
+
+
+def test_wiener_backend_numba_uses_the_block_kernel(model, monkeypatch):
+    import xumx_slicq.separator as separator
+
+    calls = []
+    real = separator.wiener_blocks_numba
+    monkeypatch.setattr(separator, "wiener_blocks_numba", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x = torch.randn(1, 2, SR) * 0.1
+    a = Separator(model, wiener="numba")(x)
+    b = Separator(model, wiener="torch")(x)
+    assert calls and (a - b).abs().max() <= 1e-4 * b.abs().max()
+
+
+def test_backend_arguments_are_checked(model):
+    with pytest.raises(ValueError, match="backend must be"):
+        Separator(model, backend="tensorrt")
+    assert Separator(model).backend == "torch" and Separator(model).network is None  # default: torch
+
+    class NotSlicq(torch.nn.Module):
+        targets = ("a",)
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+    with pytest.raises(ValueError, match="xumx-sliCQ only"):
+        Separator(NotSlicq(), backend="onnxruntime")
+    auto = Separator(NotSlicq(), backend="auto", wiener="auto")  # one backend: nothing to measure
+    assert (auto.backend, auto.wiener) == ("torch", "torch")
+
+
+def test_auto_without_onnx_falls_back_to_torch_network(model, tmp_path, monkeypatch):
+    """No exporter available: backend='auto' still measures Wiener-EM and runs the torch network."""
+    import xumx_slicq.separator as separator
+
+    monkeypatch.setenv("XUMX_SLICQ_CACHE", str(tmp_path))
+
+    def no_onnx(*a, **k):
+        raise RuntimeError("no exporter here")
+
+    monkeypatch.setattr(separator, "onnx_for_model", no_onnx)
+    real = separator.measure_backends
+    monkeypatch.setattr(separator, "measure_backends", lambda *a, **k: real(*a, **{**k, "seconds": 2.0}))
+    sep = Separator(model, backend="auto", wiener="auto")
+    assert sep.backend == "torch" and sep.network is None
+    assert set(sep.backend_timings["network"]) == {"torch"} and sep.wiener in ("torch", "numba")
+    with pytest.raises(RuntimeError, match="no exporter"):
+        Separator(model, backend="onnxruntime")
