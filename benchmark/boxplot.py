@@ -1,0 +1,142 @@
+"""The standard BSS Eval figure: one box per method, rows = targets, columns = SDR / SIR / SAR / ISR.
+
+    python -m benchmark boxplot --results out/eval/xumx out/eval/umx out/oracles/eval/* --output docs/boxplot.png
+
+Each ``--results`` folder is an evaluation written by ``python -m benchmark evaluate`` (or ``oracles``). Boxes
+are horizontal and notched, without fliers; methods are sorted by their median vocals SDR (best on top) and
+oracles are drawn in a distinct colour. Each box holds one value per track (the median over its 1 s frames,
+as in SiSEC 2018), or every frame with ``--level frames`` (useful with very few tracks).
+
+Also writes ``<output stem>.md``: a compact per-target SDR table (median over frames, then tracks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from typing import List, Optional, Sequence
+
+from benchmark.common import TARGETS, PathLike, markdown_table, write_text_atomic
+from benchmark.evaluate import METRICS, load_frames, method_info
+
+MODEL_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#bcbd22")
+ORACLE_COLOURS = ("#ff7f0e", "#d62728", "#e377c2", "#f5b041", "#c0392b", "#7f7f7f")
+
+
+def load_results(result_dirs: Sequence[PathLike]) -> "pandas.DataFrame":  # noqa: F821
+    """Frame scores of several evaluation folders in one long DataFrame (columns ``time target metric score
+    track method oracle``)."""
+    import pandas as pd
+
+    frames = []
+    for d in result_dirs:
+        df = load_frames(d)
+        df["oracle"] = bool(method_info(d).get("oracle", False))
+        frames.append(df)
+    if not frames:
+        raise ValueError("boxplot: no --results folders given")
+    df = pd.concat(frames, ignore_index=True)
+    dup = df.groupby("method")["oracle"].nunique()
+    if (dup > 1).any():
+        raise ValueError(f"boxplot: method name(s) used twice: {', '.join(dup[dup > 1].index)}")
+    return df
+
+
+def method_order(df: "pandas.DataFrame", by_target: str = "vocals") -> List[str]:  # noqa: F821
+    """Methods sorted by median ``by_target`` SDR (median over frames, then tracks), best first."""
+    sdr = df[(df.metric == "SDR") & (df.target == by_target)]
+    per_track = sdr.groupby(["method", "track"])["score"].median()
+    medians = per_track.groupby("method").median().reindex(df["method"].unique())
+    return list(medians.sort_values(ascending=False, na_position="last").index)
+
+
+def plot(df: "pandas.DataFrame", output: PathLike, level: str = "track",  # noqa: F821
+         targets: Sequence[str] = TARGETS, metrics: Sequence[str] = METRICS, title: Optional[str] = None) -> List[str]:
+    """Draw the FacetGrid boxplot to ``output`` (PNG); returns the method order used.
+
+    Args:
+        df: long DataFrame from :func:`load_results`.
+        level: ``"track"`` (one value per track: median over frames) or ``"frames"`` (every frame).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if level not in ("track", "frames"):
+        raise ValueError(f"level must be 'track' or 'frames', got {level!r}")
+    targets = [t for t in targets if t in set(df.target)]
+    df = df[df.target.isin(targets) & df.metric.isin(metrics)].dropna(subset=["score"])
+    if level == "track":
+        df = df.groupby(["method", "oracle", "track", "target", "metric"], as_index=False)["score"].median()
+    order = method_order(df)
+    oracles = set(df.loc[df.oracle, "method"])
+    models = [m for m in order if m not in oracles]
+    palette = {m: MODEL_COLOURS[i % len(MODEL_COLOURS)] for i, m in enumerate(models)}
+    palette.update({m: ORACLE_COLOURS[i % len(ORACLE_COLOURS)] for i, m in enumerate(o for o in order if o in oracles)})
+
+    sns.set_theme(style="whitegrid", font_scale=0.9)
+    grid = sns.FacetGrid(df, row="target", col="metric", row_order=targets, col_order=list(metrics),
+                         height=0.35 * len(order) + 0.9, aspect=2.0 if len(order) < 6 else 1.6, sharex="col",
+                         margin_titles=True)
+    grid.map_dataframe(sns.boxplot, x="score", y="method", hue="method", order=order, hue_order=order,
+                       palette=palette, orient="h", notch=True, showfliers=False, dodge=False, legend=False,
+                       linewidth=0.8)
+    grid.set_titles(row_template="{row_name}", col_template="{col_name}")
+    grid.set_axis_labels("dB", "")
+    for ax in grid.axes.flat:
+        for label in ax.get_yticklabels():
+            if label.get_text() in oracles:
+                label.set_color(ORACLE_COLOURS[0])
+                label.set_fontstyle("italic")
+    unit = "per-track medians" if level == "track" else "1 s frames"
+    grid.figure.suptitle(title or f"BSS Eval v4 ({unit}); oracles in italics / warm colours", y=1.0)
+    grid.figure.tight_layout()
+    output = pathlib.Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.stem}.tmp.png")
+    grid.figure.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(grid.figure)
+    tmp.replace(output)
+    return order
+
+
+def sdr_table(df: "pandas.DataFrame", order: Sequence[str], targets: Sequence[str] = TARGETS) -> str:  # noqa: F821
+    """Compact markdown table: median SDR per target (median over frames, then tracks) and their mean."""
+    sdr = df[df.metric == "SDR"]
+    per_track = sdr.groupby(["method", "target", "track"])["score"].median()
+    med = per_track.groupby(["method", "target"]).median().unstack("target")
+    targets = [t for t in targets if t in med.columns]
+    oracles = set(df.loc[df.oracle, "method"])
+    rows = []
+    for m in order:
+        values = [med.loc[m, t] for t in targets]
+        rows.append([f"{m} *" if m in oracles else m, *values, float(sum(values) / len(values))])
+    tracks = df["track"].nunique()
+    return (markdown_table(["method", *targets, "mean"], rows)
+            + f"\nSDR in dB, median over 1 s frames then over {tracks} tracks; * oracle.\n")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark boxplot", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", nargs="+", required=True, metavar="DIR", help="evaluation folders")
+    parser.add_argument("--output", required=True, help="PNG file to write (and <stem>.md next to it)")
+    parser.add_argument("--level", choices=("track", "frames"), default="track",
+                        help="box values: per-track medians (SiSEC) or all frames")
+    parser.add_argument("--title", help="figure title")
+    args = parser.parse_args(argv)
+    df = load_results(args.results)
+    order = plot(df, args.output, args.level, title=args.title)
+    table = sdr_table(df, order)
+    md = pathlib.Path(args.output).with_suffix(".md")
+    write_text_atomic(md, table)
+    print(table)
+    print(f"wrote {args.output} and {md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Small helpers shared by the quality benchmarks (evaluate, oracles, boxplot, speed, search).
+
+Reading a MUSDB18-HQ-layout track, atomic text/WAV writes, and a dependency-free markdown table.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from xumx_slicq.checkpoint import json_save_atomic, write_and_rename  # noqa: F401 - re-exported
+
+PathLike = Union[str, os.PathLike]
+SAMPLE_RATE = 44100
+#: the four MUSDB targets, in the project's order
+TARGETS = ("vocals", "drums", "bass", "other")
+
+
+def track_names(root: PathLike, subset: str = "test", tracks: Optional[Sequence[str]] = None) -> List[str]:
+    """Sorted names of the track folders in ``<root>/<subset>/`` (optionally only those in ``tracks``)."""
+    folder = pathlib.Path(root) / subset
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no '{subset}' folder in the dataset root {root}")
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if tracks:
+        missing = sorted(set(tracks) - set(names))
+        if missing:
+            raise FileNotFoundError(f"{folder}: no track folder(s) {', '.join(missing)}")
+        names = [n for n in names if n in set(tracks)]
+    if not names:
+        raise FileNotFoundError(f"{folder}: holds no track folders")
+    return names
+
+
+def read_wav(path: PathLike, start: float = 0.0, seconds: Optional[float] = None) -> np.ndarray:
+    """Read a WAV as float32 ``(nb_timesteps, nb_channels)``; ``start``/``seconds`` crop it (in seconds)."""
+    import soundfile as sf
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file missing")
+    try:
+        with sf.SoundFile(str(path)) as f:
+            first = int(round(start * f.samplerate))
+            f.seek(min(first, f.frames))
+            frames = -1 if seconds is None else int(round(seconds * f.samplerate))
+            audio = f.read(frames, dtype="float32", always_2d=True)  # (nb_timesteps, nb_channels)
+            rate = f.samplerate
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: unreadable audio ({exc})") from exc
+    if rate != SAMPLE_RATE:
+        raise ValueError(f"{path}: sample rate {rate} Hz, expected {SAMPLE_RATE} Hz")
+    return audio
+
+
+def read_track(folder: PathLike, targets: Sequence[str] = TARGETS, start: float = 0.0,
+               seconds: Optional[float] = None) -> Dict[str, np.ndarray]:
+    """``{"mixture": ..., target: ...}`` float32 ``(nb_timesteps, nb_channels)`` arrays of a track folder."""
+    folder = pathlib.Path(folder)
+    audio = {name: read_wav(folder / f"{name}.wav", start, seconds) for name in ("mixture", *targets)}
+    lengths = {k: v.shape for k, v in audio.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"{folder}: stems differ in shape {lengths}")
+    return audio
+
+
+def fit_length(audio: np.ndarray, nb_timesteps: int, nb_channels: int) -> np.ndarray:
+    """Zero-pad or truncate ``(n, c)`` audio to ``(nb_timesteps, nb_channels)``; mono is duplicated."""
+    if audio.shape[1] != nb_channels:
+        if audio.shape[1] == 1:
+            audio = np.repeat(audio, nb_channels, axis=1)  # mono estimate of a stereo reference
+        else:
+            raise ValueError(f"estimate has {audio.shape[1]} channels, reference {nb_channels}")
+    if audio.shape[0] < nb_timesteps:
+        audio = np.pad(audio, ((0, nb_timesteps - audio.shape[0]), (0, 0)))
+    return audio[:nb_timesteps]
+
+
+def write_wav_atomic(path: PathLike, audio: np.ndarray, rate: int = SAMPLE_RATE, subtype: str = "FLOAT") -> None:
+    """Write ``(nb_timesteps, nb_channels)`` audio to ``path`` through a temporary file + ``os.replace``."""
+    import soundfile as sf
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav.tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        sf.write(tmp, audio, rate, subtype=subtype, format="WAV")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text_atomic(path: PathLike, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    write_and_rename(path, text.encode("utf-8"))
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], floatfmt: str = ".2f") -> str:
+    """A GitHub markdown table; floats formatted with ``floatfmt``, NaN as an en dash."""
+
+    def cell(v: object) -> str:
+        if isinstance(v, (float, np.floating)):
+            return "–" if not np.isfinite(v) else format(float(v), floatfmt)
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
