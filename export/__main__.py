@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="also time ONNX Runtime variants (optimisation levels, no IO binding, parallel execution)")
     g.add_argument("--full-paths", action=argparse.BooleanOptionalAction, default=True,
                    help="time every full path file to file in subprocesses (RTF, peak RSS)")
+    g.add_argument("--only-full-paths", action="store_true",
+                   help="run only the full paths and add them to an existing <output>/profile.json (splits a long "
+                        "profile into two shorter runs)")
     g.add_argument("--fresh-numba-cache", action="store_true",
                    help="empty numba cache, so the numba first call measures a cold compile")
     return p
@@ -80,6 +83,36 @@ def _load(model_arg, tmp: str):
     from xumx_slicq.checkpoint import DEFAULT_MODEL_DIR
 
     return model, str(DEFAULT_MODEL_DIR if model_arg is None else model_arg)
+
+
+def _add_full_paths(out: pathlib.Path, model_dir: str, onnx_path: str, audio, niter: int, threads: int) -> int:
+    """``--only-full-paths``: time the full paths on ``audio`` and merge them into ``<out>/profile.json``."""
+    import soundfile as sf
+
+    from export.profile import SR, format_table, full_paths
+    from xumx_slicq.checkpoint import json_save_atomic, write_and_rename
+
+    path = out / "profile.json"
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"error: {path}: --only-full-paths needs the stage profile first ({exc})", file=sys.stderr)
+        return 2
+    if abs(report["audio_seconds"] - audio.shape[-1] / SR) > 1e-3 or report["threads"] != threads:
+        print(f"error: {path} was measured on {report['audio_seconds']:.1f} s with {report['threads']} threads; "
+              "use the same --seconds/--audio and --threads", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = os.path.join(tmp, "mixture.wav")
+        sf.write(wav, audio[0].numpy().T, SR, subtype="FLOAT")
+        report["full_paths"] = full_paths(model_dir, wav, onnx_path, niter, threads)
+    report["full_paths_load_average_at_end"] = list(os.getloadavg())
+    table = format_table(report)
+    print(table)
+    json_save_atomic(report, path)
+    write_and_rename(out / "profile.txt", (table + "\n").encode())
+    print(f"wrote {path} and {out / 'profile.txt'}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -121,6 +154,8 @@ def main(argv=None) -> int:
             from export.profile import format_table, profile, read_audio
 
             audio, desc = read_audio(args.audio, args.seconds, args.audio_root)
+            if args.only_full_paths:
+                return _add_full_paths(out, model_dir, str(onnx_path), audio, args.niter, threads)
             report = profile(model, model_dir, str(onnx_path), audio, desc, niter=args.niter, threads=threads,
                              repeats=args.repeats, tuning=args.tuning, run_full_paths=args.full_paths)
         except ParityError as exc:

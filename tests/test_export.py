@@ -252,3 +252,31 @@ def test_full_path_child_reports_rtf_and_memory(exported, tmp_path, capsys):
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert row["provider"] == "CPUExecutionProvider" and row["audio_seconds"] == pytest.approx(2.0)
     assert row["rtf"] > 0 and row["peak_rss_mb"] > 0
+
+
+def test_only_full_paths_merges_into_the_profile(exported, tmp_path, monkeypatch):
+    import export.profile as prof
+
+    model, model_dir, out = exported
+    dest = tmp_path / "p"
+    args = ["--model", str(model_dir), "--output", str(dest), "--onnx-dir", str(out), "--profile", "--seconds", "1.5",
+            "--threads", "1"]
+    assert export_main(args + ["--only-full-paths"]) == 2  # needs the stage profile first
+    assert export_main(args + ["--repeats", "1", "--no-full-paths"]) == 0
+    seen = {}
+
+    def fake_paths(model_dir_, wav, onnx_path, niter, threads):
+        import soundfile as sf
+
+        seen.update(frames=sf.info(wav).frames, onnx=onnx_path, threads=threads)
+        return [{"backend": "onnxruntime", "wiener": "numba", "provider": "CPUExecutionProvider",
+                 "separation_s": 0.5, "cpu_s": 0.4, "rtf": 0.5 / 1.5, "setup_s": 1.0, "audio_seconds": 1.5,
+                 "peak_rss_mb": 321.0}]
+
+    monkeypatch.setattr(prof, "full_paths", fake_paths)
+    assert export_main(args + ["--only-full-paths"]) == 0
+    assert seen == {"frames": int(1.5 * SR), "onnx": str(out / ONNX_NAME), "threads": 1}
+    report = json.loads((dest / "profile.json").read_text())
+    assert report["full_paths"][0]["peak_rss_mb"] == 321.0 and report["network"]["torch_s"] > 0
+    assert "network onnxruntime + Wiener numba" in (dest / "profile.txt").read_text()
+    assert export_main(args[:-1] + ["2", "--only-full-paths"]) == 2  # other thread count: refused
