@@ -21,6 +21,7 @@ from benchmark.common import TARGETS, PathLike, markdown_table, write_text_atomi
 from benchmark.evaluate import METRICS, load_frames, method_info
 
 MODEL_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#bcbd22")
+CLIP_DB = 60.0  # x-axis limit for columns whose scores go beyond it
 ORACLE_COLOURS = ("#ff7f0e", "#d62728", "#e377c2", "#f5b041", "#c0392b", "#7f7f7f")
 
 
@@ -29,18 +30,18 @@ def load_results(result_dirs: Sequence[PathLike]) -> "pandas.DataFrame":  # noqa
     track method oracle``)."""
     import pandas as pd
 
-    frames = []
+    frames, seen = [], {}
     for d in result_dirs:
+        info = method_info(d)
+        if info["method"] in seen:
+            raise ValueError(f"boxplot: method name {info['method']!r} used twice ({seen[info['method']]} and {d})")
+        seen[info["method"]] = d
         df = load_frames(d)
-        df["oracle"] = bool(method_info(d).get("oracle", False))
+        df["oracle"] = bool(info.get("oracle", False))
         frames.append(df)
     if not frames:
         raise ValueError("boxplot: no --results folders given")
-    df = pd.concat(frames, ignore_index=True)
-    dup = df.groupby("method")["oracle"].nunique()
-    if (dup > 1).any():
-        raise ValueError(f"boxplot: method name(s) used twice: {', '.join(dup[dup > 1].index)}")
-    return df
+    return pd.concat(frames, ignore_index=True)
 
 
 def method_order(df: "pandas.DataFrame", by_target: str = "vocals") -> List[str]:  # noqa: F821
@@ -85,6 +86,12 @@ def plot(df: "pandas.DataFrame", output: PathLike, level: str = "track",  # noqa
                        palette=palette, orient="h", notch=True, showfliers=False, dodge=False, legend=False,
                        linewidth=0.8)
     grid.set_titles(row_template="{row_name}", col_template="{col_name}")
+    clipped = []
+    for j, metric in enumerate(metrics):  # keep near-infinite scores (e.g. the mixture's SAR) from squashing a column
+        high = df.loc[df.metric == metric, "score"].max()
+        if high > CLIP_DB:
+            grid.axes[0, j].set_xlim(right=CLIP_DB)
+            clipped.append(metric)
     grid.set_axis_labels("dB", "")
     for ax in grid.axes.flat:
         for label in ax.get_yticklabels():
@@ -92,7 +99,8 @@ def plot(df: "pandas.DataFrame", output: PathLike, level: str = "track",  # noqa
                 label.set_color(ORACLE_COLOURS[0])
                 label.set_fontstyle("italic")
     unit = "per-track medians" if level == "track" else "1 s frames"
-    grid.figure.suptitle(title or f"BSS Eval v4 ({unit}); oracles in italics / warm colours", y=1.0)
+    note = f"; {'/'.join(clipped)} axis cut at {CLIP_DB:g} dB" if clipped else ""
+    grid.figure.suptitle(title or f"BSS Eval v4 ({unit}); oracles in italics / warm colours{note}", y=1.0)
     grid.figure.tight_layout()
     output = pathlib.Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
