@@ -88,7 +88,7 @@ def _child(args: argparse.Namespace) -> int:
     print(json.dumps({"config": args.config, "audio_seconds": duration, "separation_s": seconds,
                       "rtf": seconds / duration, "setup_s": setup, "warmup_s": warm,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "threads": torch.get_num_threads()}))
+                      "threads": torch.get_num_threads(), "load_average_1m": os.getloadavg()[0]}))
     return 0
 
 
@@ -241,8 +241,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=180.0, help="song length of the speed runs (180)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration (3)")
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS),
-                        help="configurations to time")
+    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS),
+                        help="configurations to time (none: memory runs only, with --merge)")
     parser.add_argument("--memory-minutes", type=float, nargs="*", default=[3.0, 10.0, 20.0],
                         help="song lengths of the peak-memory runs (none: skip)")
     parser.add_argument("--memory-config", choices=list(CONFIGS),
