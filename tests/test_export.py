@@ -280,3 +280,26 @@ def test_only_full_paths_merges_into_the_profile(exported, tmp_path, monkeypatch
     assert report["full_paths"][0]["peak_rss_mb"] == 321.0 and report["network"]["torch_s"] > 0
     assert "network onnxruntime + Wiener numba" in (dest / "profile.txt").read_text()
     assert export_main(args[:-1] + ["2", "--only-full-paths"]) == 2  # other thread count: refused
+
+
+def test_auto_never_exports_and_onnxruntime_exports_once_into_the_cache(exported, tmp_path, monkeypatch):
+    import export.onnx_export as oe
+    import xumx_slicq.separator as separator
+
+    model, model_dir, out = exported
+    monkeypatch.setenv("XUMX_SLICQ_CACHE", str(tmp_path / "cache"))
+    real_measure, real_export = separator.measure_backends, oe.export_model
+    monkeypatch.setattr(separator, "measure_backends", lambda *a, **k: real_measure(*a, **{**k, "seconds": 2.0}))
+    monkeypatch.setattr(oe, "export_model", lambda *a, **k: pytest.fail("auto must not export"))
+    sep = load_separator(model_dir, backend="auto", wiener="off")  # the model folder has no ONNX file
+    assert sep.backend == "torch" and set(sep.backend_timings["network"]) == {"torch"}
+    exports = []
+    monkeypatch.setattr(oe, "export_model", lambda *a, **k: exports.append(1) or real_export(
+        *a, **{**k, "parity_seconds": (1.3,)}))
+    sep = load_separator(model_dir, backend="onnxruntime", wiener="off")
+    assert exports == [1] and sep.network.path.parent.parent == tmp_path / "cache" / "onnx"
+    again = load_separator(model_dir, backend="onnxruntime", wiener="off")  # reused from the cache
+    assert exports == [1] and again.network.path == sep.network.path
+    monkeypatch.setattr(oe, "export_model", lambda *a, **k: pytest.fail("auto must not export"))
+    sep = load_separator(model_dir, backend="auto", wiener="off")  # now the cached file takes part
+    assert set(sep.backend_timings["network"]) == {"torch", "onnxruntime"}

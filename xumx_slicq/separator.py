@@ -212,12 +212,14 @@ def cache_dir() -> pathlib.Path:
     return pathlib.Path(os.environ.get("XUMX_SLICQ_CACHE") or pathlib.Path.home() / ".cache" / "xumx_slicq")
 
 
-def onnx_for_model(model: nn.Module, model_dir: Optional[PathLike] = None, **export_options: Any) -> pathlib.Path:
+def onnx_for_model(model: nn.Module, model_dir: Optional[PathLike] = None, export: bool = True,
+                   **export_options: Any) -> Optional[pathlib.Path]:
     """An ONNX file exported (and parity-checked) from exactly ``model``'s weights.
 
     Uses ``<model_dir>/xumx_slicq.onnx`` when its sidecar matches the weights; otherwise the per-machine cache
     ``<cache_dir>/onnx/<weights digest>/xumx_slicq.onnx``, exported on first use (``python -m export``'s
-    checks: onnx.checker, parity with PyTorch <= 1e-4).
+    checks: onnx.checker, parity with PyTorch <= 1e-4) unless ``export`` is False (then None when absent).
+    Exporting the default model takes 1.5-6 minutes on 2 cores: ship the file next to the weights.
     """
     try:
         from export.onnx_export import ONNX_NAME, is_current, load_or_export, weights_digest
@@ -230,6 +232,8 @@ def onnx_for_model(model: nn.Module, model_dir: Optional[PathLike] = None, **exp
         if is_current(candidate, model):
             return candidate
     folder = cache_dir() / "onnx" / weights_digest(model)[:20]
+    if not export:
+        return folder / ONNX_NAME if is_current(folder / ONNX_NAME, model) else None
     log.info("exporting the network to ONNX in %s (first use on this machine)", folder)
     path, _ = load_or_export(model, folder, **export_options)
     return path
@@ -366,9 +370,10 @@ class Separator(nn.Module):
         device: where to run (default: the model's device).
         backend: network backend: ``"torch"`` (default), ``"onnxruntime"`` (the exported graph, CUDA provider
             when available, see :mod:`xumx_slicq.onnx_backend`) or ``"auto"`` (the faster of the two on this
-            machine, measured once and cached in ``~/.cache/xumx_slicq/backend_choice.json``). xumx-sliCQ only.
+            machine, measured once and cached in ``~/.cache/xumx_slicq/backend_choice.json``; torch when no
+            ONNX file exists, as auto never exports). xumx-sliCQ only.
         onnx_path: the ONNX file for ``onnxruntime``/``auto`` (default: ``model_dir``'s if it matches the weights,
-            else one exported into the cache on first use).
+            else the cached one; ``onnxruntime`` exports it into the cache on first use).
         model_dir: where the model came from (looked in for ``xumx_slicq.onnx``).
         onnx_options: :class:`~xumx_slicq.onnx_backend.OnnxNetwork` options (``threads``, ``optimization``,
             ``io_binding``, ``parallel``, ``device``).
@@ -441,11 +446,16 @@ class Separator(nn.Module):
         path = None
         if self.backend in ("onnxruntime", "auto"):
             try:
-                path = pathlib.Path(onnx_path) if onnx_path is not None else onnx_for_model(self.model, model_dir)
+                # auto never exports (minutes of setup): it uses a shipped or cached ONNX file if there is one
+                path = pathlib.Path(onnx_path) if onnx_path is not None else onnx_for_model(
+                    self.model, model_dir, export=self.backend == "onnxruntime")
             except Exception as exc:  # noqa: BLE001 - auto falls back, an explicit request fails loudly
                 if self.backend == "onnxruntime":
                     raise
                 log.warning("backend='auto': no ONNX network (%s); using torch", exc)
+            if path is None:
+                log.warning("backend='auto': no xumx_slicq.onnx for these weights (write one next to them with "
+                            "`python -m export --model DIR --output DIR`); the network runs in torch")
         if self.backend == "auto" or self.wiener == "auto":
             choice = choose_backends(self.model, path if self.backend == "auto" else None, self.niter,
                                      self.softmask, self.residual, self.wiener)
