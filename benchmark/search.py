@@ -161,7 +161,8 @@ def results_table(result: Dict) -> str:
         header.append("BSS SDR")
 
     def row(label, r):
-        out = [label, r.get("scale", "–"), r.get("fbins", "–"), r.get("fmin", "–"), r.get("sllen", "–"),
+        fmin = f"{r['fmin']:.1f}" if "fmin" in r else "–"
+        out = [label, r.get("scale", "–"), r.get("fbins", "–"), fmin, r.get("sllen", "–"),
                r.get("nb_blocks", "–"), f"{r['coefs_per_second']:.0f}" if "coefs_per_second" in r else "–",
                r.get("sdr", float("nan")), *[r.get("per_target", {}).get(t, float("nan")) for t in TARGETS]]
         return out + ([r.get("bss_sdr", float("nan"))] if has_bss else [])
@@ -186,7 +187,7 @@ def plot(result: Dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     scored = [t for t in result["trials"] if "sdr" in t]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
     colours = dict(zip(SEARCH_SCALES, ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e")))
     for ax, key, label in ((axes[0], "fbins", "bins"), (axes[1], "fmin", "fmin (Hz)")):
         for scale in SEARCH_SCALES:
@@ -203,11 +204,11 @@ def plot(result: Dict, path: str) -> None:
         if scored:
             best = max(scored, key=lambda t: t["sdr"])
             ax.annotate(f"best: {best['scale']}-{best['fbins']}, {best['fmin']} Hz", (best[key], best["sdr"]),
-                        textcoords="offset points", xytext=(5, 6), fontsize=8)
+                        textcoords="offset points", xytext=(6, -12), fontsize=8)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("mix-phase oracle SDR (dB)")
-    axes[1].legend(fontsize=8, loc="lower right")
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     n_tracks = len(result["stft"]["per_track"])
     fig.suptitle(f"random sliCQ search: {len(scored)} transforms scored on {n_tracks} clips "
                  f"(skipped {len(result['trials']) - len(scored)})", fontsize=10)
@@ -235,7 +236,7 @@ def write_csv(result: Dict, path: pathlib.Path) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark search", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", required=True, help="dataset root in MUSDB18-HQ layout")
+    parser.add_argument("--root", help="dataset root in MUSDB18-HQ layout (required unless --replot)")
     parser.add_argument("--split", default="valid", choices=("train", "valid", "test"), help="tracks scored (valid)")
     parser.add_argument("--iterations", type=int, default=60, help="random draws (60)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (42)")
@@ -246,14 +247,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--bss", action="store_true", help="also BSS Eval v4 median SDR (slow)")
     parser.add_argument("--output", default="benchmark/results/search", help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--replot", action="store_true",
+                        help="only redraw search.md / search.csv / search.png from <output>/search.json")
     args = parser.parse_args(argv)
+    out = pathlib.Path(args.output)
+    if args.replot:
+        import json
+
+        result = json.loads((out / "search.json").read_text())
+        write_csv(result, out / "search.csv")
+        write_text_atomic(out / "search.md", results_table(result))
+        plot(result, str(out / "search.png"))
+        print(f"redrew {out}/search.md, search.csv, search.png")
+        return 0
+    if not args.root:
+        parser.error("--root is required")
     clips = load_clips(args.root, args.split, args.seconds or None, args.start, args.max_tracks)
     result = run_search(clips, args.iterations, args.seed, args.max_sllen, args.bss, not args.no_progress)
     result["settings"] = {"root": args.root, "split": args.split, "tracks": [c["track"] for c in clips],
                           "seconds": args.seconds, "start": args.start, "iterations": args.iterations,
                           "seed": args.seed, "max_sllen": args.max_sllen,
                           "command": "python -m benchmark search " + " ".join(argv if argv is not None else sys.argv[1:])}
-    out = pathlib.Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     json_save_atomic(result, out / "search.json")
     write_csv(result, out / "search.csv")
