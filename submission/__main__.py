@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--safety", type=float, default=0.15,
                    help="fraction of every budget the watchdog keeps in reserve (default 0.15)")
     g.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
-                   help="time every path on 4 s of noise before the first song (default on; off: the first "
+                   help="time the paths on 8 s of noise before the first song (default on; off: the first "
                         "song's first chunk calibrates)")
     g = p.add_argument_group("separation")
     g.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",

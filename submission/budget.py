@@ -10,10 +10,11 @@ context on both sides); it is seeded by a calibration run at setup, then updated
 once when a chunk is slower than expected and falls back slowly). Paths never measured are estimated from the
 measured ones (Wiener-EM cost grows linearly with the iterations).
 
-:class:`Watchdog` is asked before every chunk which path to use: the best path whose cost for *all* remaining
-chunks fits the time left before the soft deadline (budget minus a safety margin); if none does, the best path
-for *this* chunk such that the rest still fits as mixture / 4; otherwise mixture / 4. A hard deadline (checked
-by the runner while a chunk computes) covers a chunk that takes far longer than predicted.
+:func:`choose_path` (the watchdog's decision) is asked before every chunk which path to use, given the time
+left before the soft deadline (budget minus a safety margin): the best path for this chunk such that the rest
+of the song still fits on the cheapest model path; when even that cannot cover the song, the cheapest model
+path for as many chunks as fit with the rest as mixture / 4; otherwise mixture / 4. A hard deadline (watched by
+the engine while a chunk computes) covers a chunk that takes far longer than predicted.
 """
 
 from __future__ import annotations
@@ -126,6 +127,11 @@ def choose_path(ladder: Sequence[Path], costs: CostModel, remaining: Sequence[fl
                 broken: Sequence[Path] = ()) -> Path:
     """The path for the next chunk.
 
+    If the whole rest of the song fits on the cheapest model path, the best path for *this* chunk such that the
+    chunks after it still fit on the cheapest one (so Wiener-EM is used as long as possible, then dropped);
+    otherwise the cheapest model path for this chunk if the rest fits as mixture/4 (the network matters far
+    more than Wiener-EM, so cover as many chunks with it as possible); otherwise mixture/4.
+
     Args:
         ladder: paths from best to cheapest (ends with :data:`MIX4`).
         costs: the cost model.
@@ -134,18 +140,19 @@ def choose_path(ladder: Sequence[Path], costs: CostModel, remaining: Sequence[fl
         broken: paths that failed on this machine (skipped).
     """
     usable = [p for p in ladder if p not in broken and p.kind == "model"]
-    total = float(sum(remaining))
-    rest = total - remaining[0] if remaining else 0.0
-    # the best path that fits for every remaining chunk; among equal quality the cheapest
-    for quality in sorted({p.quality for p in usable}, reverse=True):
-        tier = sorted((p for p in usable if p.quality == quality), key=lambda p: costs.predict(p, 1.0))
-        if costs.predict(tier[0], total) <= time_left:
-            return tier[0]
-    # the best path for this chunk alone, with the rest as mixture/4
-    for quality in sorted({p.quality for p in usable}, reverse=True):
-        tier = sorted((p for p in usable if p.quality == quality), key=lambda p: costs.predict(p, 1.0))
-        if costs.predict(tier[0], remaining[0]) + costs.predict(MIX4, rest) <= time_left:
-            return tier[0]
+    if not usable or not remaining:
+        return MIX4
+    first, rest = float(remaining[0]), float(sum(remaining[1:]))
+    # best first; among equal quality the cheaper measured one
+    ranked = sorted(usable, key=lambda p: (-p.quality, costs.predict(p, 1.0)))
+    cheapest = min(usable, key=lambda p: (costs.predict(p, 1.0), -p.quality))
+    if costs.predict(cheapest, first + rest) <= time_left:
+        for p in ranked:
+            if costs.predict(p, first) + costs.predict(cheapest, rest) <= time_left:
+                return p
+        return cheapest
+    if costs.predict(cheapest, first) + costs.predict(MIX4, rest) <= time_left:
+        return cheapest
     return MIX4
 
 

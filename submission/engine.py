@@ -106,7 +106,7 @@ class Engine:
         context_seconds: extra input on each side of a chunk, and cross-fade length.
         safety: fraction of each budget kept in reserve by the watchdog.
         subtype: soundfile subtype of the stems.
-        calibrate: time every path on a few seconds of noise now, so the first song is planned from measurements.
+        calibrate: time the paths on 8 s of noise now, so the first song is planned from measurements.
         progress: show a progress bar over the chunks of long songs.
         log: where messages go (one string per call).
     """
@@ -158,7 +158,7 @@ class Engine:
             time.sleep(extra)
         return y
 
-    def calibrate(self, seconds: float = 4.0) -> Dict[str, float]:
+    def calibrate(self, seconds: float = 8.0) -> Dict[str, float]:
         """Time the paths on ``seconds`` of noise (after a warm-up that compiles numba); seeds the cost model.
 
         Measures the network without Wiener-EM and every Wiener backend at its highest iteration count; the
@@ -198,7 +198,8 @@ class Engine:
             sf.write(buf, block, SAMPLE_RATE, subtype="FLOAT", format="WAV")
         self.costs.io_rate = max(2 * (time.perf_counter() - t) / seconds, 0.002)
         measured["mixture/4"] = self.costs.io_rate
-        self.log("calibration (s per s of input): " + ", ".join(f"{k} {v:.3f}" for k, v in measured.items()))
+        self.log(f"calibration (network backend {self.backend}; s per s of input): "
+                 + ", ".join(f"{k} {v:.3f}" for k, v in measured.items()))
         return measured
 
     # ----------------------------------------------------------------------------------------------------------

@@ -215,7 +215,6 @@ def check_output_writable(output: pathlib.Path) -> None:
 
 def run_share(args, songs: List[Song], all_names: List[str], log) -> int:
     """Separate ``songs`` (this process's share) into ``args.output``; returns the exit code."""
-    from .audio_io import StemWriter  # noqa: F401 - imported for its errors' module path in messages
     from .engine import STEMS, Engine
 
     output = pathlib.Path(args.output)
