@@ -155,11 +155,8 @@ def make_task(args: argparse.Namespace, device: torch.device):
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda but no CUDA device is available")
-    return torch.device(name)
+    """The device of a single process: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``."""
+    return distributed.resolve_device(name)
 
 
 def git_commit() -> Optional[str]:
