@@ -319,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--patience", type=int, default=1000, help="early stopping patience in epochs (1000)")
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--max-examples", type=int, default=None,
-                   help="budget: stop after this many training examples (chunks) were seen")
+                   help="budget: stop after this many training examples (chunks) were seen (by all processes "
+                        "together in a distributed run)")
     g.add_argument("--max-hours", type=float, default=None, help="budget: stop after this wall-clock time")
 
     g = p.add_argument_group("run")
