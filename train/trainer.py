@@ -80,14 +80,14 @@ class SliCQTask:
         target_mags = [b.abs().reshape(nb_samples, nb_targets, *b.shape[1:]) for b in target_blocks]
         return self.loss.terms(estimates, target_mags, mixture=mix, target_waveforms=y)
 
-    def init_scaler(self, dataset, max_items: int) -> int:
+    def init_scaler(self, dataset, max_items: int, progress: bool = True) -> int:
         from xumx_slicq.model import init_input_scaler
 
         from xumx_slicq.transforms import SliCQT
 
         # statistics on the CPU with a CPU copy of the transform (the training one may live on the GPU)
         return init_input_scaler(self.model, _mixtures(dataset), SliCQT(**self.model.slicq_config),
-                                 max_items=min(max_items, len(dataset)))
+                                 max_items=min(max_items, len(dataset)), progress=progress)
 
 
 class BaselineTask:
@@ -120,7 +120,7 @@ class BaselineTask:
         total = mse_loss(estimates, target_mag)
         return {"total": total, "mse": total}
 
-    def init_scaler(self, dataset, max_items: int) -> int:
+    def init_scaler(self, dataset, max_items: int, progress: bool = True) -> int:
         from tqdm import tqdm
 
         stft = copy.deepcopy(self.model.stft).to("cpu")
@@ -129,7 +129,7 @@ class BaselineTask:
         def magnitudes():
             nonlocal count
             for x in tqdm(_mixtures(dataset), total=min(max_items, len(dataset)), desc="input statistics",
-                          unit="item"):
+                          unit="item", disable=not progress):
                 if count >= max_items:
                     break
                 count += 1
@@ -452,7 +452,7 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, device: torch
         del state
     else:
         if is_main:
-            n = task.init_scaler(train_set, args.stats_tracks)
+            n = task.init_scaler(train_set, args.stats_tracks, progress=args.progress)
             print(f"input mean/scale initialised from {n} training chunks")
         distributed.broadcast_module_state(model, ctx)  # rank 0's statistics on every rank
         if ctx.rank > 0:  # own dropout streams per rank (rank 0 keeps the single-process one)
