@@ -9,12 +9,11 @@ the rest of the song is written as mixture / 4 at once, so four valid stems alwa
 
 from __future__ import annotations
 
+import contextlib
 import os
-import pathlib
 import queue
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional
 
@@ -24,7 +23,7 @@ from torch import Tensor
 
 from xumx_slicq.separator import SAMPLE_RATE, chunk_plan, chunked_apply
 
-from .audio_io import InputError, MixtureReader, StemWriter, probe
+from .audio_io import MixtureReader, StemWriter, probe
 from .budget import MIX4, CostModel, Path, build_ladder, choose_path, delay_for, parse_delays
 
 #: the four stems of the challenge, in file order
@@ -123,6 +122,7 @@ class Engine:
         self.delays = parse_delays()
         self.costs = CostModel()
         self.broken: set = set()
+        self._compute = threading.Lock()
         self.variants: Dict[Path, object] = {}
         self.backend = backend
         for p in self.ladder:
@@ -246,6 +246,7 @@ class Engine:
         reserve = 0.2 + length / SAMPLE_RATE * (0.03 if resampling else 0.002)  # closing, resampling, renames
         soft_deadline = t0 + budget * (1 - self.safety) - reserve
         hard_deadline = t0 + budget * (1 - HARD_MARGIN) - reserve
+        costs = self.costs  # this song's cost model, even if the engine's is replaced meanwhile
         mono = info.channels == 1
         state = {"index": 0}
         cancel = threading.Event()
@@ -255,22 +256,29 @@ class Engine:
             i = state["index"]
             state["index"] += 1
             time_left = soft_deadline - time.monotonic()
-            path = choose_path(self.ladder, self.costs, inputs[i:], time_left, self.broken)
+            path = choose_path(self.ladder, costs, inputs[i:], time_left, self.broken)
             while True:
-                t = time.perf_counter()
-                try:
-                    y = self._run_path(path, x)
-                except Exception as exc:  # noqa: BLE001 - degrade to the next path rather than fail the song
+                # one model chunk at a time per engine: a chunk abandoned by an earlier song may still be computing,
+                # and numba's workqueue layer must never run two parallel kernels at once
+                with self._compute if path.kind == "model" else contextlib.nullcontext():
+                    t = time.perf_counter()
+                    try:
+                        y, failure = self._run_path(path, x), None
+                    except Exception as exc:  # noqa: BLE001 - degrade to the next path rather than fail the song
+                        y, failure = None, exc
+                    elapsed = time.perf_counter() - t
+                if failure is not None:
                     if path.kind == "mix4":
-                        raise
-                    self.log(f"warning: path {path.name} failed ({type(exc).__name__}: {exc}); "
+                        raise failure
+                    self.log(f"warning: path {path.name} failed ({type(failure).__name__}: {failure}); "
                              f"falling back to a cheaper path")
                     self.broken.add(path)
                     later = self.ladder[self.ladder.index(path) + 1:]
                     path = next(p for p in later if p not in self.broken)
                     continue
-                self.costs.update(path, time.perf_counter() - t, x.shape[-1] / SAMPLE_RATE)
-                result.chunks.append(path.name)
+                costs.update(path, elapsed, x.shape[-1] / SAMPLE_RATE)  # also when abandoned: it was slow
+                if not cancel.is_set():  # an abandoned chunk's output is discarded: not part of the song
+                    result.chunks.append(path.name)
                 return y
 
         def work() -> None:
@@ -298,7 +306,7 @@ class Engine:
         pos = 0  # samples written (44.1 kHz)
         try:
             while True:
-                emergency_cost = self.costs.predict(MIX4, (length - pos) / SAMPLE_RATE) * 1.5 + 0.1
+                emergency_cost = costs.predict(MIX4, (length - pos) / SAMPLE_RATE) * 1.5 + 0.1
                 wait = hard_deadline - emergency_cost - time.monotonic()
                 try:
                     item = pieces.get(timeout=max(wait, 0.0)) if wait > 0 else pieces.get_nowait()
