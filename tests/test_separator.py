@@ -301,3 +301,15 @@ def test_auto_without_onnx_falls_back_to_torch_network(model, tmp_path, monkeypa
     assert set(sep.backend_timings["network"]) == {"torch"} and sep.wiener in ("torch", "numba")
     with pytest.raises(RuntimeError, match="no exporter"):
         Separator(model, backend="onnxruntime")
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_block_numba_wiener_other_channel_counts(slicqt, channels):
+    """Not stereo: the generic kernel path, same results as torch."""
+    gen = torch.Generator().manual_seed(channels)
+    mix = slicqt(torch.randn(1, channels, SR // 2, generator=gen) * 0.2)
+    est = [m.abs().unsqueeze(1) * torch.rand(1, 4, 1, 1, 1, 1, generator=gen) for m in mix]
+    ref = wiener_blocks(est, mix, backend="torch", iterations=1)
+    got = wiener_blocks_numba(est, mix, iterations=1)
+    scale = max(float(r.abs().max()) for r in ref)
+    assert max(float((a - b).abs().max()) for a, b in zip(got, ref)) <= 1e-4 * scale

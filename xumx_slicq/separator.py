@@ -132,6 +132,139 @@ def _tensor_reader(x: Tensor) -> Callable[[int, int], Tensor]:
 # --------------------------------------------------------------------------------------------------------------
 
 
+@numba.njit(cache=True, nogil=True, fastmath={"contract", "arcp", "nsz"})
+def _nb_em_stereo(x, tgt, out, scale, iterations, softmask, residual, eps):
+    """Wiener-EM of one stereo problem (one bin) whose frames are contiguous: ``filtering._nb_em_problems``'
+    arithmetic (float64, same formulas and order of passes) on 2-D rows instead of 5-D strided views, which
+    spares most of the index arithmetic of the generic kernel.
+
+    Args:
+        x: complex ``(2, nb_frames)`` mixture.
+        tgt: real ``(nb_sources, 2, nb_frames)`` target magnitudes.
+        out: complex ``(nb_sources[+1], 2, nb_frames)``, fully overwritten.
+        scale: the normaliser ``max(1, max|mix| / scale_factor)``.
+    """
+    nf = x.shape[1]
+    nj = tgt.shape[0]
+    no = out.shape[0]
+    em = iterations > 0
+    first = 1.0 / scale if em else 1.0
+    reg = math.sqrt(eps)
+    # per source: sums of |y0|^2, |y1|^2, y0 conj(y1) and of the PSD mean_c |y_c|^2
+    s00 = np.zeros(no)
+    s11 = np.zeros(no)
+    s01 = np.zeros(no, dtype=np.complex128)
+    sw = np.zeros(no)
+    y = np.empty((no, 2), dtype=np.complex128)
+    for f in range(nf):
+        for c in range(2):
+            xv = complex(x[c, f]) * first
+            acc = 0.0j
+            if softmask:
+                total = 0.0
+                for j in range(nj):
+                    total += float(tgt[j, c, f])
+                for j in range(nj):
+                    yj = (float(tgt[j, c, f]) / (eps + total)) * xv
+                    acc += yj
+                    y[j, c] = yj
+            else:
+                # unit phasor exp(i angle(x)), 1 where x == 0
+                sq = xv.real * xv.real + xv.imag * xv.imag
+                if 1e-300 < sq < 1e300:
+                    ph = xv * (1.0 / math.sqrt(sq))
+                elif xv.real == 0.0 and xv.imag == 0.0:
+                    ph = 1.0 + 0.0j
+                else:
+                    ph = xv * (1.0 / abs(xv))
+                ph = ph * first
+                for j in range(nj):
+                    yj = float(tgt[j, c, f]) * ph
+                    acc += yj
+                    y[j, c] = yj
+            if residual:
+                y[nj, c] = xv - acc
+        for j in range(no):
+            y0 = y[j, 0]
+            y1 = y[j, 1]
+            out[j, 0, f] = y0
+            out[j, 1, f] = y1
+            if em:
+                p00 = y0.real * y0.real + y0.imag * y0.imag
+                p11 = y1.real * y1.real + y1.imag * y1.imag
+                s00[j] += p00
+                s11[j] += p11
+                s01[j] += complex(y0.real * y1.real + y0.imag * y1.imag, y0.imag * y1.real - y0.real * y1.imag)
+                sw[j] += (p00 + p11) * 0.5
+    r00 = np.empty(no)
+    r11 = np.empty(no)
+    r01 = np.empty(no, dtype=np.complex128)
+    v = np.empty(no)
+    inv_scale = 1.0 / scale
+    for it in range(iterations):
+        last = it == iterations - 1
+        # spatial covariances R_j = sum y y^H / (eps + sum v_j), Hermitian with a real diagonal
+        for j in range(no):
+            wj = eps + sw[j]
+            r00[j] = s00[j] / wj
+            r11[j] = s11[j] / wj
+            r01[j] = s01[j] / wj
+            s00[j] = 0.0
+            s11[j] = 0.0
+            s01[j] = 0.0j
+            sw[j] = 0.0
+        for f in range(nf):
+            c00 = reg
+            c11 = reg
+            c01 = 0.0j
+            for j in range(no):
+                y0 = complex(out[j, 0, f])
+                y1 = complex(out[j, 1, f])
+                vj = (y0.real * y0.real + y0.imag * y0.imag + y1.real * y1.real + y1.imag * y1.imag) * 0.5
+                v[j] = vj
+                c00 += vj * r00[j]
+                c11 += vj * r11[j]
+                c01 += vj * r01[j]
+            x0 = complex(x[0, f]) * inv_scale
+            x1 = complex(x[1, f]) * inv_scale
+            inv_det = 1.0 / (c00 * c11 - (c01.real * c01.real + c01.imag * c01.imag))
+            z0 = (c11 * x0 - c01 * x1) * inv_det
+            z1 = (c00 * x1 - c01.conjugate() * x0) * inv_det
+            for j in range(no):
+                y0 = v[j] * (r00[j] * z0 + r01[j] * z1)
+                y1 = v[j] * (r01[j].conjugate() * z0 + r11[j] * z1)
+                if last:
+                    out[j, 0, f] = y0 * scale
+                    out[j, 1, f] = y1 * scale
+                else:
+                    out[j, 0, f] = y0
+                    out[j, 1, f] = y1
+                    p00 = y0.real * y0.real + y0.imag * y0.imag
+                    p11 = y1.real * y1.real + y1.imag * y1.imag
+                    s00[j] += p00
+                    s11[j] += p11
+                    s01[j] += complex(y0.real * y1.real + y0.imag * y1.imag,
+                                      y0.imag * y1.real - y0.real * y1.imag)
+                    sw[j] += (p00 + p11) * 0.5
+
+
+@numba.njit(cache=True, parallel=True)
+def _nb_block_peaks(mix, layout):
+    """``max |mix|`` of every block of a flat buffer (see :func:`_nb_blocks_em` for ``layout``), float64."""
+    out = np.zeros(layout.shape[0])
+    for i in numba.prange(layout.shape[0]):
+        start = layout[i, 0]
+        stop = start + layout[i, 3] * layout[i, 6] * layout[i, 7] * layout[i, 8]
+        best = 0.0
+        for k in range(start, stop):
+            v = mix[k]
+            sq = float(v.real) * float(v.real) + float(v.imag) * float(v.imag)
+            if sq > best:
+                best = sq
+        out[i] = math.sqrt(best)
+    return out
+
+
 @numba.njit(cache=True, parallel=True)
 def _nb_blocks_em(mix, tgt, out, layout, tasks, scales, iterations, softmask, residual, eps):
     """Every (block, sample, bin) EM problem of a block list, in parallel.
@@ -154,13 +287,20 @@ def _nb_blocks_em(mix, tgt, out, layout, tasks, scales, iterations, softmask, re
         n = tasks[k, 1]
         b = tasks[k, 2]
         mo, to, oo, ns, nt, no, nc, nb, nf = layout[i]
-        # views of the block (frames flattened to one axis: (1, S * T) per problem)
-        m = mix[mo:mo + ns * nc * nb * nf].reshape((ns, nc, nb, 1, nf))
-        t = tgt[to:to + ns * nt * nc * nb * nf].reshape((ns, nt, nc, nb, 1, nf))
-        o = out[oo:oo + ns * no * nc * nb * nf].reshape((ns, no, nc, nb, 1, nf))
-        # one bin: its frames are contiguous in the block layout
-        _nb_em_problems(m[n, :, b:b + 1], t[n, :, :, b:b + 1], o[n, :, :, b:b + 1], scales[i:i + 1], iterations,
-                        softmask, residual, eps)
+        if nc == 2:
+            # views of the block with (slice, t) flattened into frames; one bin's frames are contiguous
+            m4 = mix[mo:mo + ns * nc * nb * nf].reshape((ns, nc, nb, nf))
+            t5 = tgt[to:to + ns * nt * nc * nb * nf].reshape((ns, nt, nc, nb, nf))
+            o5 = out[oo:oo + ns * no * nc * nb * nf].reshape((ns, no, nc, nb, nf))
+            _nb_em_stereo(m4[n, :, b], t5[n, :, :, b], o5[n, :, :, b], scales[i], iterations, softmask, residual,
+                          eps)
+        else:
+            # any channel count: the generic kernel on (1, S * T) frame grids
+            m = mix[mo:mo + ns * nc * nb * nf].reshape((ns, nc, nb, 1, nf))
+            t = tgt[to:to + ns * nt * nc * nb * nf].reshape((ns, nt, nc, nb, 1, nf))
+            o = out[oo:oo + ns * no * nc * nb * nf].reshape((ns, no, nc, nb, 1, nf))
+            _nb_em_problems(m[n, :, b:b + 1], t[n, :, :, b:b + 1], o[n, :, :, b:b + 1], scales[i:i + 1],
+                            iterations, softmask, residual, eps)
 
 
 def wiener_blocks_numba(
@@ -208,18 +348,22 @@ def wiener_blocks_numba(
         offs[1] += est.numel()
         offs[2] += nb_samples * nb_out * nb_channels * nb_bins * frames
         tasks += [(frames, i, n, b) for n in range(nb_samples) for b in range(nb_bins)]
-    # pack the blocks (C order) into flat buffers: one copy each
-    mix_flat = torch.cat([m.detach().cpu().to(cdtype).resolve_conj().reshape(-1) for m in mixture]).numpy()
-    tgt_flat = torch.cat([e.detach().cpu().to(rdtype).reshape(-1) for e in estimates]).numpy()
+    # pack the blocks (C order) into flat buffers: one copy of each block, straight from its (strided) view
+    mix_buf = torch.empty(offs[0], dtype=cdtype)
+    tgt_buf = torch.empty(offs[1], dtype=rdtype)
+    for row, m, e in zip(layout, mixture, estimates):
+        mix_buf[row[0]:row[0] + m.numel()].view(m.shape).copy_(m.detach())
+        tgt_buf[row[1]:row[1] + e.numel()].view(e.shape).copy_(e.detach())
+    mix_flat, tgt_flat = mix_buf.numpy(), tgt_buf.numpy()
     out_flat = np.empty(offs[2], dtype=mix_flat.dtype)
+    table_layout = np.array(layout, dtype=np.int64)
     scales = np.ones(len(mixture))
     if iterations > 0:
-        peaks = [float(m.abs().max()) if m.numel() else 0.0 for m in mixture]
-        scales = np.maximum(1.0, np.asarray(peaks) / scale_factor)
+        scales = np.maximum(1.0, _nb_block_peaks(mix_flat, table_layout) / scale_factor)
     tasks.sort(reverse=True)
     table = np.array([row[1:] for row in tasks], dtype=np.int64).reshape(-1, 3)
     with numba.parallel_chunksize(1):  # problems differ in size (T from 16 to 292): hand them out one by one
-        _nb_blocks_em(mix_flat, tgt_flat, out_flat, np.array(layout, dtype=np.int64), table, scales,
+        _nb_blocks_em(mix_flat, tgt_flat, out_flat, table_layout, table, scales,
                       int(iterations), bool(softmask), bool(residual), float(eps))
     out = torch.from_numpy(out_flat).to(mixture[0].device)
     result, pos = [], 0
@@ -291,7 +435,8 @@ def machine_fingerprint() -> Dict[str, Any]:
 
 def _choice_key(model: nn.Module, options: Dict[str, Any]) -> str:
     """Cache key: machine fingerprint + architecture (not weights: they do not change the cost) + options."""
-    text = json.dumps({"machine": machine_fingerprint(), "config": model.get_config(), **options}, sort_keys=True)
+    text = json.dumps({"machine": machine_fingerprint(), "config": model.get_config(), **options}, sort_keys=True,
+                      default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -308,7 +453,7 @@ def _timed(fn: Callable[[], Any], repeats: int = 2) -> float:
 
 def measure_backends(model: nn.Module, onnx_path: Optional[PathLike], niter: int, softmask: bool = False,
                      residual: bool = False, seconds: float = 12.0, wiener_candidates: Sequence[str] = ("torch",
-                     "numba")) -> Dict[str, Any]:
+                     "numba"), onnx_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Time the network (torch vs onnxruntime) and Wiener-EM (torch vs numba) on ``seconds`` of audio.
 
     The two stages are independent, so the fastest combination is the fastest of each. Returns
@@ -327,7 +472,7 @@ def measure_backends(model: nn.Module, onnx_path: Optional[PathLike], niter: int
         mags = [b.abs() for b in mix]
         network: Dict[str, float] = {"torch": _timed(lambda: model(mags))}
         if onnx_path is not None:
-            net = OnnxNetwork(onnx_path)
+            net = OnnxNetwork(onnx_path, **(onnx_options or {}))
             network["onnxruntime"] = _timed(lambda: net(mags))
         wiener: Dict[str, float] = {}
         if niter > 0:
@@ -342,14 +487,15 @@ def measure_backends(model: nn.Module, onnx_path: Optional[PathLike], niter: int
 
 
 def choose_backends(model: nn.Module, onnx_path: Optional[PathLike], niter: int, softmask: bool, residual: bool,
-                    wiener: str, refresh: bool = False) -> Dict[str, Any]:
+                    wiener: str, refresh: bool = False, onnx_options: Optional[Dict[str, Any]] = None
+                    ) -> Dict[str, Any]:
     """The measured fastest ``{"network": ..., "wiener": ...}`` for this machine, cached in
     ``<cache_dir>/backend_choice.json`` (keyed by machine fingerprint, architecture and options)."""
     from .checkpoint import json_save_atomic
 
     candidates = ("torch", "numba") if wiener == "auto" else (wiener,)
     options = {"niter": niter, "softmask": softmask, "residual": residual, "wiener": list(candidates),
-               "onnx": onnx_path is not None}
+               "onnx": onnx_path is not None, "onnx_options": dict(onnx_options or {})}
     key = _choice_key(model, options)
     path = cache_dir() / "backend_choice.json"
     try:
@@ -361,7 +507,7 @@ def choose_backends(model: nn.Module, onnx_path: Optional[PathLike], niter: int,
     if not refresh and key in cache:
         return cache[key]
     found = measure_backends(model, onnx_path, niter, softmask, residual,
-                             wiener_candidates=candidates if niter > 0 else ())
+                             wiener_candidates=candidates if niter > 0 else (), onnx_options=onnx_options)
     found["machine"] = machine_fingerprint()
     found["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     cache[key] = found
@@ -486,7 +632,7 @@ class Separator(nn.Module):
                             "`python -m export --model DIR --output DIR`); the network runs in torch")
         if self.backend == "auto" or self.wiener == "auto":
             choice = choose_backends(self.model, path if self.backend == "auto" else None, self.niter,
-                                     self.softmask, self.residual, self.wiener)
+                                     self.softmask, self.residual, self.wiener, onnx_options=onnx_options)
             self.backend_timings = choice
             if self.backend == "auto":
                 self.backend = choice["best"]["network"]
