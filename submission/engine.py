@@ -125,6 +125,7 @@ class Engine:
         self._compute = threading.Lock()
         self.variants: Dict[Path, object] = {}
         self.backend = backend
+        self._model_dir, self._arch, self._device = model_dir, arch, device
         for p in self.ladder:
             if p.kind == "model":
                 # the first variant resolves the backend (auto measures once); the others reuse the choice
@@ -142,6 +143,20 @@ class Engine:
         self.context = self._hop_multiple(context_seconds)
         if calibrate:
             self.calibrate()
+
+    def _fallback_to_torch(self, failure: BaseException) -> bool:
+        """Reload every path on the torch network after the ONNX one failed mid-song; True if it worked."""
+        self.log(f"warning: network backend {self.backend} failed ({type(failure).__name__}: {failure}); "
+                 f"switching to torch")
+        try:
+            with self._compute:
+                variants = {p: _load_variant(self._model_dir, self._arch, "torch", p.niter, p.wiener, self._device,
+                                             self.log)[0] for p in self.variants}
+        except Exception as exc:  # noqa: BLE001 - then the failing paths are dropped one by one instead
+            self.log(f"warning: cannot load the torch network either ({type(exc).__name__}: {exc})")
+            return False
+        self.variants, self.backend = variants, "torch"
+        return True
 
     def _hop_multiple(self, seconds: float) -> int:
         return max(1, int(round(seconds * SAMPLE_RATE / self.hop))) * self.hop
@@ -270,6 +285,8 @@ class Engine:
                 if failure is not None:
                     if path.kind == "mix4":
                         raise failure
+                    if self.backend != "torch" and self._fallback_to_torch(failure):
+                        continue  # same path again, on the torch network
                     self.log(f"warning: path {path.name} failed ({type(failure).__name__}: {failure}); "
                              f"falling back to a cheaper path")
                     self.broken.add(path)

@@ -234,6 +234,25 @@ def test_failing_path_degrades_instead_of_failing(engine, tmp_path, monkeypatch)
     assert_stems(tmp_path / "o", SR)
 
 
+def test_onnx_failing_mid_song_switches_to_torch(model_dir, tmp_path, monkeypatch):
+    eng = Engine(model_dir, backend="torch", wiener="torch", calibrate=False, chunk_seconds=2.0,
+                 context_seconds=1.0, log=lambda msg: None)
+    w1 = Path("model", 1, "torch")
+
+    class BrokenOnnx:
+        targets = eng.variants[w1].targets
+
+        def separate_segment(self, x):
+            raise RuntimeError("onnxruntime: session run failed")
+
+    eng.variants[w1] = BrokenOnnx()
+    eng.backend = "onnxruntime"  # as if auto had picked ONNX Runtime
+    mix = song(tmp_path, "s", noise(SR))
+    result = eng.separate(mix, {s: tmp_path / "o" / f"{s}.wav" for s in STEMS}, 60.0)
+    assert eng.backend == "torch" and result.chunks == ["wiener-torch-1"] and not eng.broken
+    assert_stems(tmp_path / "o", SR)
+
+
 def test_unsupported_backend_falls_back_to_torch(model_dir, monkeypatch):
     """An older separator without ``backend`` (TypeError) or a failing ONNX load: torch, with a warning."""
     import xumx_slicq.separator as separator
@@ -383,6 +402,28 @@ def test_unreadable_input_folder_is_fatal(tmp_path, monkeypatch, capsys, model_d
     assert not (tmp_path / "out").exists()
     assert main(["--input", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out"), *FAST]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_unreadable_song_folder_fails_that_song_only(tmp_path, monkeypatch, model_dir):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    song(inp, "locked", noise(1000))
+    song(inp, "open", noise(1000, seed=1))
+    real = os.listdir
+
+    def deny(path="."):
+        if pathlib.Path(path) == inp / "locked":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(runner.os, "listdir", deny)
+    code = main(["--input", str(inp), "--output", str(out), "--model", str(model_dir), "--no-calibrate",
+                 "--budget-seconds", "60", *FAST])
+    assert code == 1
+    records, _ = read_summary(out)
+    assert records["locked"]["status"] == "failed"
+    assert "cannot be read" in records["locked"]["error"] and str(inp / "locked") in records["locked"]["error"]
+    assert records["open"]["status"] == "done"
+    assert_stems(out / "open", 1000)
 
 
 def test_read_only_output_folder_is_fatal(tmp_path, monkeypatch, capsys, model_dir):
