@@ -287,9 +287,11 @@ def test_speed_summary_headline_keys_and_goals():
                            "xumx": {"runs": [_fake("xumx", s, 4000) for s in (33, 33, 34)]}}}
     s = speed.summarise(results)
     assert s["xumx_slicq_path"] == "slicq-numba"  # fastest path WITH Wiener-EM (slicq-off is excluded)
-    assert s["xumx_slicq_s"] == 15 and s["umx_s"] == 31 and s["xumx_s"] == 33
-    assert s["peak_rss_mb"] == 1350 and s["ratio_vs_umx"] == pytest.approx(15 / 31)
-    assert s["rtf"] == pytest.approx(15 / 180)
+    # headline times are the best of the repeats (least disturbed by other load); medians are kept too
+    assert s["xumx_slicq_s"] == 14 and s["umx_s"] == 30 and s["xumx_s"] == 33
+    assert s["configs"]["slicq-numba"]["median_s"] == 15
+    assert s["peak_rss_mb"] == 1350 and s["ratio_vs_umx"] == pytest.approx(14 / 30)
+    assert s["rtf"] == pytest.approx(14 / 180)
     assert s["goals"] == {"ratio_vs_umx <= 0.5": True, "rtf <= 0.15": True, "peak_rss_10min <= 1500 MB": True}
     assert "UMX (ours)" in speed.speed_table(s)
 
