@@ -316,8 +316,10 @@ def wiener_blocks_numba(
 
     The block layout already holds each bin's frames contiguously, which is the numba kernel's natural layout:
     no permuted copies, all blocks in one parallel call (tasks handed out one by one, largest first), the
-    normaliser per block as in ``wiener_blocks``. Measured 1.6x faster than ``wiener_blocks(backend="numba")``
-    and 7x faster than the torch backend on 60 s (see docs/export.md).
+    normaliser per block as in ``wiener_blocks``; stereo problems run a kernel on contiguous rows. Speed: 0.4-0.2x
+    torch's; against ``wiener_blocks(backend="numba")`` it was faster in some runs and slower in others on the
+    loaded 2-core machine (figures in docs/export.md): count them as equal. Its first call per process is
+    shorter than a typed-list version (no typed-list compilation).
 
     Args:
         estimates: magnitude blocks ``(nb_samples, nb_targets, nb_channels, nb_bins_b, nb_slices, T_b)``.
