@@ -183,7 +183,7 @@ def test_auto_picks_the_measured_fastest_and_caches_it(exported, tmp_path, monke
 
     def spy(*args, **kwargs):
         calls.append(1)
-        kwargs["seconds"] = 3.0
+        kwargs["seconds"] = 1.5
         return real(*args, **kwargs)
 
     monkeypatch.setattr(separator, "measure_backends", spy)
@@ -195,7 +195,7 @@ def test_auto_picks_the_measured_fastest_and_caches_it(exported, tmp_path, monke
     assert (sep.network is not None) == (sep.backend == "onnxruntime")
     cache = json.loads((tmp_path / "backend_choice.json").read_text())
     assert len(cache) == 1 and len(calls) == 1
-    again = Separator(model, backend="auto", wiener="auto", onnx_path=out / ONNX_NAME)
+    again = Separator(model, backend="auto", wiener="auto", onnx_path=out / ONNX_NAME, onnx_options={"threads": 1})
     assert len(calls) == 1 and (again.backend, again.wiener) == (sep.backend, sep.wiener)  # from the cache
     Separator(model, backend="auto", wiener="torch", onnx_path=out / ONNX_NAME)  # other options: measured anew
     assert len(calls) == 2 and len(json.loads((tmp_path / "backend_choice.json").read_text())) == 2
@@ -289,7 +289,7 @@ def test_auto_never_exports_and_onnxruntime_exports_once_into_the_cache(exported
     model, model_dir, out = exported
     monkeypatch.setenv("XUMX_SLICQ_CACHE", str(tmp_path / "cache"))
     real_measure, real_export = separator.measure_backends, oe.export_model
-    monkeypatch.setattr(separator, "measure_backends", lambda *a, **k: real_measure(*a, **{**k, "seconds": 2.0}))
+    monkeypatch.setattr(separator, "measure_backends", lambda *a, **k: real_measure(*a, **{**k, "seconds": 1.0}))
     monkeypatch.setattr(oe, "export_model", lambda *a, **k: pytest.fail("auto must not export"))
     sep = load_separator(model_dir, backend="auto", wiener="off")  # the model folder has no ONNX file
     assert sep.backend == "torch" and set(sep.backend_timings["network"]) == {"torch"}

@@ -261,8 +261,8 @@ def test_wiener_backend_numba_uses_the_block_kernel(model, monkeypatch):
     real = separator.wiener_blocks_numba
     monkeypatch.setattr(separator, "wiener_blocks_numba", lambda *a, **k: calls.append(1) or real(*a, **k))
     x = torch.randn(1, 2, SR) * 0.1
-    a = Separator(model, wiener="numba")(x)
-    b = Separator(model, wiener="torch")(x)
+    a = Separator(model, wiener="numba", context_seconds=0.5)(x)
+    b = Separator(model, wiener="torch", context_seconds=0.5)(x)
     assert calls and (a - b).abs().max() <= 1e-4 * b.abs().max()
 
 
@@ -295,7 +295,7 @@ def test_auto_without_onnx_falls_back_to_torch_network(model, tmp_path, monkeypa
 
     monkeypatch.setattr(separator, "onnx_for_model", no_onnx)
     real = separator.measure_backends
-    monkeypatch.setattr(separator, "measure_backends", lambda *a, **k: real(*a, **{**k, "seconds": 2.0}))
+    monkeypatch.setattr(separator, "measure_backends", lambda *a, **k: real(*a, **{**k, "seconds": 1.0}))
     sep = Separator(model, backend="auto", wiener="auto")
     assert sep.backend == "torch" and sep.network is None
     assert set(sep.backend_timings["network"]) == {"torch"} and sep.wiener in ("torch", "numba")
