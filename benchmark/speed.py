@@ -95,9 +95,11 @@ def _child(args: argparse.Namespace) -> int:
 
 
 def measure(config: str, song: str, model_dir: str, chunk_seconds: float = 30.0,
-            threads: Optional[int] = None) -> Dict:
-    """Run one measurement in a fresh subprocess; returns its JSON record (raises with stderr on failure)."""
-    cmd = [sys.executable, "-m", "benchmark.speed", "--child", "--config", config, "--input", song,
+            threads: Optional[int] = None, wrap: Sequence[str] = ()) -> Dict:
+    """Run one measurement in a fresh subprocess; returns its JSON record (raises with stderr on failure).
+
+    ``wrap`` prefixes the command (e.g. ``["/work/runs/quiet.sh"]`` to pause other work during each run)."""
+    cmd = [*wrap, sys.executable, "-m", "benchmark.speed", "--child", "--config", config, "--input", song,
            "--model", model_dir, "--chunk-seconds", str(chunk_seconds)]
     if threads:
         cmd += ["--threads", str(threads)]
@@ -179,10 +181,10 @@ def speed_table(summary: Dict) -> str:
     rows = []
     umx = summary.get("umx_s")
     for name, rec in sorted(summary["configs"].items(), key=lambda kv: kv[1]["min_s"]):
-        loads = [r.get("load_average_1m", float("nan")) for r in rec["runs"]]
+        loads = [r["load_average_1m"] for r in rec["runs"] if "load_average_1m" in r]
         rows.append([CONFIGS[name][4], rec["min_s"], rec["median_s"], f"{rec['min_s']:.1f}–{rec['max_s']:.1f}",
                      rec["rtf"], rec["min_s"] / umx if umx else float("nan"), rec["peak_rss_mb"],
-                     f"{min(loads):.1f}–{max(loads):.1f}"])
+                     f"{min(loads):.1f}–{max(loads):.1f}" if loads else "–"])
     text = markdown_table(["path", "best s", "median s", "range s", "RTF (best)", "× UMX (best)", "peak RSS MB",
                            "load avg (1 min)"], rows)
     mem = summary.get("memory", [])
@@ -215,6 +217,10 @@ def plot(summary: Dict, path: str) -> None:
     for i, (_, r) in enumerate(items):
         ax.text(r["max_s"], i, f"  {r['min_s']:.1f} s, RTF {r['rtf']:.3f}, {r['peak_rss_mb']:.0f} MB",
                 va="center", fontsize=8)
+    if "umx" in summary["configs"]:
+        ax.axvline(GOALS["ratio_vs_umx"] * summary["configs"]["umx"]["min_s"], ls="--", color="#d62728", lw=1,
+                   label="goal: 0.5 x UMX")
+        ax.legend(fontsize=8, loc="lower right")
     ax.invert_yaxis()
     ax.set_xlim(0, max(r["max_s"] for _, r in items) * 1.6)
     ax.set_xlabel(f"seconds to separate a {summary['audio_seconds']:.0f} s song (bar: best of "
@@ -231,7 +237,7 @@ def plot(summary: Dict, path: str) -> None:
         ax2.legend(fontsize=8)
     fig.tight_layout()
     tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
     os.replace(tmp, path)
 
@@ -257,6 +263,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--xumx-model", help="X-UMX model folder (default pretrained-model/)")
     parser.add_argument("--chunk-seconds", type=float, default=30.0, help="separator chunk length (30)")
     parser.add_argument("--threads", type=int, help="torch threads per run (default: torch's)")
+    parser.add_argument("--wrap", help="command prefix of every timed run, e.g. /work/runs/quiet.sh "
+                        "(not used for the memory runs)")
     parser.add_argument("--merge", action="store_true", help="keep other entries of an existing speed.json")
     parser.add_argument("--note", default="", help="free text stored in speed.json (e.g. how the machine was)")
     parser.add_argument("--output", default="benchmark/results/speed", help="output folder")
@@ -296,7 +304,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 if config in failed:
                     continue
                 try:
-                    rec = measure(config, song, models[CONFIGS[config][0]]["dir"], args.chunk_seconds, args.threads)
+                    rec = measure(config, song, models[CONFIGS[config][0]]["dir"], args.chunk_seconds, args.threads,
+                                  args.wrap.split() if args.wrap else ())
                 except RuntimeError as exc:
                     failed[config] = str(exc)
                     tqdm.write(f"{config}: skipped ({exc})")
