@@ -159,7 +159,7 @@ def profile(model, model_dir: str, onnx_path: str, audio, audio_desc: str, niter
     from export.onnx_export import relative_error
     from xumx_slicq.filtering import wiener_blocks
     from xumx_slicq.onnx_backend import OnnxNetwork
-    from xumx_slicq.separator import wiener_blocks_numba
+    from xumx_slicq.filtering import wiener_blocks_numba
     from xumx_slicq.transforms import SliCQT
 
     torch.set_num_threads(threads)

@@ -231,7 +231,7 @@ def test_separate_file_reports_bad_input(tmp_path, model):
 # Backends (the ONNX Runtime ones, which need an exported graph, are in tests/test_export.py)
 # ----------------------------------------------------------------------------------------------------------------
 
-from xumx_slicq.separator import wiener_blocks_numba  # noqa: E402
+from xumx_slicq.filtering import wiener_blocks_numba  # noqa: E402
 
 
 @pytest.mark.parametrize("iterations,softmask,residual", [(0, False, False), (1, False, False), (2, True, False),
