@@ -2,7 +2,8 @@
 # Set everything up on a fresh machine and run the main job on the bundled demo data:
 #   1. install apt packages, .venv and pinned requirements (scripts/install.sh)
 #   2. generate the demo songs data/test/<song>/{mixture,drums,bass,other,vocals}.wav (deterministic, seed 2026)
-#   3. run the main job on them (now: the sliCQ transform demo, a figure per song under out/demo/)
+#   3. run the main job on them: separate every demo song with the shipped model (./run.sh, time-budgeted,
+#      stems in out/demo/separated/<song>/) and draw the sliCQ transform demo figure per song (out/demo/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -17,4 +18,11 @@ for mix in data/test/*/mixture.wav; do
     echo "[demo] $song"
     $PY -m xumx_slicq.transforms "$mix" --plot "out/demo/${song}_slicq.png"
 done
+if ls pretrained-model/*.pth >/dev/null 2>&1; then
+    echo "[demo] separating data/test with pretrained-model/ (./run.sh)"
+    TEST_DATASET_PATH=data/test RESULTS_DATASET_PATH=out/demo/separated ./run.sh --no-progress
+    echo "[demo] stems in out/demo/separated/<song>/, per-song report in out/demo/separated/summary.json"
+else
+    echo "[demo] no shipped model in pretrained-model/ yet: separation skipped (train one with python -m train)"
+fi
 echo "[demo] done: figures in out/demo/"

@@ -216,11 +216,22 @@ def test_providers_fall_back_to_cpu_without_a_gpu(monkeypatch):
         assert choose_providers("auto")[0] == "CUDAExecutionProvider"
 
 
+def _noise_wav(tmp_path, seconds: float = 3.0):
+    """A stereo 44.1 kHz noise file, so the profile tests do not depend on the generated demo songs."""
+    import soundfile as sf
+
+    wav = tmp_path / "noise.wav"
+    sf.write(wav, (0.1 * np.random.default_rng(1).standard_normal((int(seconds * SR), 2))).astype(np.float32), SR)
+    return str(wav)
+
+
+
 def test_profile_command_writes_the_report(exported, tmp_path, capsys):
     model, model_dir, out = exported
     dest = tmp_path / "profile"
     assert export_main(["--model", str(model_dir), "--output", str(dest), "--onnx-dir", str(out), "--profile",
-                        "--seconds", "2", "--repeats", "1", "--threads", "1", "--no-full-paths"]) == 0
+                        "--seconds", "2", "--repeats", "1", "--threads", "1", "--no-full-paths",
+                        "--audio", _noise_wav(tmp_path)]) == 0
     report = json.loads((dest / "profile.json").read_text())
     for key in ("torch_s", "onnxruntime_s"):
         assert report["network"][key] > 0
@@ -260,7 +271,7 @@ def test_only_full_paths_merges_into_the_profile(exported, tmp_path, monkeypatch
     model, model_dir, out = exported
     dest = tmp_path / "p"
     args = ["--model", str(model_dir), "--output", str(dest), "--onnx-dir", str(out), "--profile", "--seconds", "1.5",
-            "--threads", "1"]
+            "--threads", "1", "--audio", _noise_wav(tmp_path)]
     assert export_main(args + ["--only-full-paths"]) == 2  # needs the stage profile first
     assert export_main(args + ["--repeats", "1", "--no-full-paths"]) == 0
     seen = {}
