@@ -7,16 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
+from tests.helpers import write_tiny_corpus
 from train import distributed, trainer
 from xumx_slicq.checkpoint import load_model
 from xumx_slicq.data import DistributedEpochSampler, EpochSampler, epoch_order, make_train_loader
 
-SR = 44100
 REPO = Path(__file__).resolve().parent.parent
 #: keys of a checkpoint written by a single process (the format the running trainings resume from)
 LEGACY_CHECKPOINT_KEYS = {"arch", "epoch", "model", "optimizer", "scheduler", "early_stopping", "history",
@@ -131,19 +129,7 @@ def test_help_states_batch_semantics():
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """Tiny MUSDB18-HQ-layout corpus: 3 training tracks of 3 s (one held out for validation), 1 test track."""
-    root = tmp_path_factory.mktemp("ddp_corpus")
-    rng = np.random.default_rng(1)
-    for subset, names in (("train", ["a", "b", "c"]), ("test", ["t"])):
-        for name in names:
-            folder = root / subset / name
-            folder.mkdir(parents=True)
-            stems = {}
-            for i, stem in enumerate(("drums", "bass", "other", "vocals")):
-                tone = np.sin(2 * np.pi * (100 * (i + 1)) * np.arange(3 * SR) / SR)[:, None]
-                stems[stem] = (0.1 * tone + 0.02 * rng.standard_normal((3 * SR, 2))).astype(np.float32)
-                sf.write(folder / f"{stem}.wav", stems[stem], SR, subtype="PCM_16")
-            sf.write(folder / "mixture.wav", sum(stems.values()), SR, subtype="PCM_16")
-    return root
+    return write_tiny_corpus(tmp_path_factory.mktemp("ddp_corpus"), seed=1, base_hz=100.0)
 
 
 def _args(corpus, out, *extra):

@@ -15,6 +15,7 @@ import torch
 from export.__main__ import main as export_main
 from export.onnx_export import (ONNX_NAME, MaskGraph, ParityError, dummy_inputs, export_model, file_digest,
                                 input_names, is_current, load_or_export, min_slices, read_sidecar, weights_digest)
+from tests.helpers import randomise_batchnorm
 from xumx_slicq.checkpoint import save_model
 from xumx_slicq.model import XUMXSliCQ
 from xumx_slicq.onnx_backend import OnnxNetwork, choose_providers, sidecar_path
@@ -27,13 +28,7 @@ SR = 44100
 def tiny_model(seed=0):
     """Few blocks and channels, non-trivial BatchNorm statistics so the masks vary."""
     torch.manual_seed(seed)
-    model = XUMXSliCQ(slicq_config=SliCQT(fbins=12).config, hidden_channels=(4, 6))
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-    return model.eval()
+    return randomise_batchnorm(XUMXSliCQ(slicq_config=SliCQT(fbins=12).config, hidden_channels=(4, 6)))
 
 
 @pytest.fixture(scope="module")

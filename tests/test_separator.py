@@ -71,6 +71,7 @@ def test_tensor_reader_zero_pads():
 import soundfile as sf  # noqa: E402
 
 import xumx_slicq  # noqa: E402
+from tests.helpers import randomise_batchnorm  # noqa: E402
 from xumx_slicq.checkpoint import load_model, save_model  # noqa: E402
 from xumx_slicq.model import XUMXSliCQ  # noqa: E402
 from xumx_slicq.filtering import wiener_blocks  # noqa: E402
@@ -83,14 +84,7 @@ SR = 44100
 def small_model(seed=0):
     """The default architecture with few channels: same blocks, kernels and reach, fast on CPU."""
     torch.manual_seed(seed)
-    model = XUMXSliCQ(hidden_channels=(4, 6))
-    # non-trivial batch-norm statistics and affine parameters so masks vary
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-    return model.eval()
+    return randomise_batchnorm(XUMXSliCQ(hidden_channels=(4, 6)))
 
 
 @pytest.fixture(scope="module")

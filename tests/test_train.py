@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
+from tests.helpers import write_tiny_corpus
 from train import trainer
 from xumx_slicq.checkpoint import load_model
 from xumx_slicq.separator import load_separator
@@ -17,19 +17,7 @@ SR = 44100
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """A tiny MUSDB18-HQ-layout corpus of noise-like stems: 3 training tracks (one held out), 1 test track."""
-    root = tmp_path_factory.mktemp("corpus")
-    rng = np.random.default_rng(0)
-    for subset, names in (("train", ["a", "b", "c"]), ("test", ["t"])):
-        for name in names:
-            folder = root / subset / name
-            folder.mkdir(parents=True)
-            stems = {}
-            for i, stem in enumerate(("drums", "bass", "other", "vocals")):
-                tone = np.sin(2 * np.pi * (110 * (i + 1)) * np.arange(3 * SR) / SR)[:, None]
-                stems[stem] = (0.1 * tone + 0.02 * rng.standard_normal((3 * SR, 2))).astype(np.float32)
-                sf.write(folder / f"{stem}.wav", stems[stem], SR, subtype="PCM_16")
-            sf.write(folder / "mixture.wav", sum(stems.values()), SR, subtype="PCM_16")
-    return root
+    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"), seed=0, base_hz=110.0)
 
 
 def run(corpus, out, arch, *extra):
