@@ -50,6 +50,28 @@ def make_song(path: str, minutes: float) -> None:
             f.write(base[: n - f.tell()] if n - f.tell() < len(base) else base)
 
 
+def time_file_separation(separator, path: str, warm_up: bool = True) -> dict:
+    """Time one file-to-file separation (``Separator.separate_file`` into a temporary folder) after an optional
+    untimed 1 s warm-up; returns ``audio_seconds``, ``separation_s``, ``rtf``, ``warmup_s``, ``peak_rss_mb`` (this
+    process's peak) and ``threads``."""
+    import soundfile as sf
+    import torch
+
+    warm = 0.0
+    if warm_up:
+        t0 = time.perf_counter()
+        separator.separate_segment(torch.zeros(1, 2, SR))
+        warm = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        separator.separate_file(path, out)
+        seconds = time.perf_counter() - t0
+    duration = sf.info(path).duration
+    return {"audio_seconds": duration, "separation_s": seconds, "rtf": seconds / duration, "warmup_s": warm,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "threads": torch.get_num_threads()}
+
+
 def _child(args: argparse.Namespace) -> int:
     """One measurement: separate ``args.input`` with one configuration and print a JSON line."""
     import torch
@@ -66,24 +88,12 @@ def _child(args: argparse.Namespace) -> int:
         separator = Separator(XUMXSliCQ().eval(), **options)
     else:
         separator = load_separator(args.model, **options)
-    if args.wiener[0] == "numba":  # compile (or load from cache) outside the timed run, reported separately
-        t1 = time.perf_counter()
-        separator.separate_segment(torch.zeros(1, 2, SR))
-        warm = time.perf_counter() - t1
-    else:
-        warm = 0.0
     setup = time.perf_counter() - t0
-    with tempfile.TemporaryDirectory() as out:
-        t0 = time.perf_counter()
-        separator.separate_file(args.input, out)
-        seconds = time.perf_counter() - t0
-    import soundfile as sf
-
-    duration = sf.info(args.input).duration
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"wiener": args.wiener[0], "niter": args.niter, "audio_seconds": duration,
-                      "separation_s": seconds, "rtf": seconds / duration, "setup_s": setup, "warmup_s": warm,
-                      "peak_rss_mb": peak_mb, "threads": torch.get_num_threads(),
+    # numba compiles (or loads from its cache) outside the timed run, reported separately
+    row = time_file_separation(separator, args.input, warm_up=args.wiener[0] == "numba")
+    print(json.dumps({"wiener": args.wiener[0], "niter": args.niter, "audio_seconds": row["audio_seconds"],
+                      "separation_s": row["separation_s"], "rtf": row["rtf"], "setup_s": setup + row["warmup_s"],
+                      "warmup_s": row["warmup_s"], "peak_rss_mb": row["peak_rss_mb"], "threads": row["threads"],
                       "chunk_seconds": args.chunk_seconds}))
     return 0
 

@@ -33,7 +33,6 @@ import json
 import os
 import pathlib
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,7 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 from benchmark.common import json_save_atomic, markdown_table, write_text_atomic
-from benchmark.separator_speed import make_song
+from benchmark.separator_speed import make_song, time_file_separation
 
 #: name -> (architecture, Wiener path, network backend, niter, label)
 CONFIGS: Dict[str, tuple] = {
@@ -68,8 +67,6 @@ def _child(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    import soundfile as sf
-
     from xumx_slicq.separator import load_separator
 
     arch, wiener, backend, niter, _ = CONFIGS[args.config]
@@ -79,18 +76,11 @@ def _child(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     separator = load_separator(args.model, arch=arch, **options)
     setup = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    separator.separate_segment(torch.zeros(1, 2, 44100))  # warm-up, not timed
-    warm = time.perf_counter() - t0
-    with tempfile.TemporaryDirectory() as out:
-        t0 = time.perf_counter()
-        separator.separate_file(args.input, out)
-        seconds = time.perf_counter() - t0
-    duration = sf.info(args.input).duration
-    print(json.dumps({"config": args.config, "audio_seconds": duration, "separation_s": seconds,
-                      "rtf": seconds / duration, "setup_s": setup, "warmup_s": warm,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "threads": torch.get_num_threads(), "load_average_1m": os.getloadavg()[0]}))
+    row = time_file_separation(separator, args.input)  # 1 s warm-up, not timed
+    print(json.dumps({"config": args.config, "audio_seconds": row["audio_seconds"],
+                      "separation_s": row["separation_s"], "rtf": row["rtf"], "setup_s": setup,
+                      "warmup_s": row["warmup_s"], "peak_rss_mb": row["peak_rss_mb"], "threads": row["threads"],
+                      "load_average_1m": os.getloadavg()[0]}))
     return 0
 
 
