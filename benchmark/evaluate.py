@@ -26,6 +26,7 @@ or from Python: ``compare(["out/eval/xumx", "out/eval/umx"], "docs/comparison")`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -134,10 +135,28 @@ def _is_done(output: pathlib.Path, subset: str, track: str) -> bool:
     return (output / subset / f"{track}.json").is_file() and (output / "mdx" / f"{track}.json").is_file()
 
 
-def _limit_threads() -> None:
-    """Worker initialiser: one BLAS/OpenMP thread per worker process (the workers are the parallelism)."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
+@contextlib.contextmanager
+def single_threaded_children():
+    """One BLAS/OpenMP thread in every process started inside the block (the processes are the parallelism).
+
+    The variables must be in the environment the children start with: BLAS libraries read them once, when
+    numpy is imported, which a ``spawn`` worker does before any initialiser runs. Without this, N workers on
+    N cores each start N BLAS threads, and museval slowed to a crawl on a 16-core machine. The parent's own
+    values are restored on exit.
+    """
+    saved = {var: os.environ.get(var) for var in _THREAD_VARS}
+    os.environ.update({var: "1" for var in _THREAD_VARS})
+    try:
+        yield
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 def evaluate_dir(root: PathLike, estimates: PathLike, output: PathLike, method: Optional[str] = None,
@@ -168,8 +187,8 @@ def evaluate_dir(root: PathLike, estimates: PathLike, output: PathLike, method: 
     else:
         import multiprocessing as mp
 
-        with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=mp.get_context("spawn"),
-                                 initializer=_limit_threads) as pool:
+        with single_threaded_children(), ProcessPoolExecutor(min(jobs, len(todo)),
+                                                             mp_context=mp.get_context("spawn")) as pool:
             futures = {pool.submit(evaluate_track, root, estimates, output, n, subset, tuple(targets)): n
                        for n in todo}
             for fut in as_completed(futures):

@@ -202,6 +202,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads per process")
     p.add_argument("--eval-jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--smoke", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--train", action=argparse.BooleanOptionalAction, default=True,
+                   help="train (--no-train: evaluate the models already in --runs, e.g. in a second call)")
+    p.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
+                   help="separate and evaluate the test split (--no-evaluate: train and package only)")
     p.add_argument("--train-args", default="--samples-per-track 16 --stats-tracks 64",
                    help="extra python -m train arguments, one string")
     args = p.parse_args(argv)
@@ -235,7 +239,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     tests = sorted(d.name for d in (data / "test").iterdir() if (d / "mixture.wav").is_file())
 
     # 2. smoke
-    if args.smoke:
+    if args.smoke and args.train:
         t = time.time()
         smoke = work / "smoke"
         cmds = {a: [py, "-m", "train", "--arch", a, "--root", str(data), "--output", str(smoke / a), "--debug",
@@ -268,21 +272,25 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 1
 
     # 3. train in lockstep
-    cmds = {}
-    run_dirs = {}
-    for a in args.archs:
-        run_dirs[a] = runs / a
-        cmds[a] = [py, "-m", "train", "--arch", a, "--root", str(data), "--output", str(runs / a),
-                   "--device", args.device, "--workers", str(args.workers), "--threads", str(args.threads),
-                   "--no-progress", "--resume"] + args.train_args.split()
-    t = time.time()
-    summary["stages"]["train"] = lockstep_train(cmds, run_dirs, logs, args.minutes * 60, args.grace, deadline)
-    summary["stages"]["train"]["seconds"] = round(time.time() - t, 1)
-    log(f"train: {json.dumps(summary['stages']['train'])}")
-    slicq = runs / "xumx-slicq" / "xumx_slicq.pth"
-    if slicq.is_file():
-        summary["xumx_slicq_parts"] = split_file(slicq, out)
-    ship()
+    if args.train:
+        cmds = {}
+        run_dirs = {}
+        for a in args.archs:
+            run_dirs[a] = runs / a
+            cmds[a] = [py, "-m", "train", "--arch", a, "--root", str(data), "--output", str(runs / a),
+                       "--device", args.device, "--workers", str(args.workers), "--threads", str(args.threads),
+                       "--no-progress", "--resume"] + args.train_args.split()
+        t = time.time()
+        summary["stages"]["train"] = lockstep_train(cmds, run_dirs, logs, args.minutes * 60, args.grace, deadline)
+        summary["stages"]["train"]["seconds"] = round(time.time() - t, 1)
+        log(f"train: {json.dumps(summary['stages']['train'])}")
+        slicq = runs / "xumx-slicq" / "xumx_slicq.pth"
+        if slicq.is_file():
+            summary["xumx_slicq_parts"] = split_file(slicq, out)
+        ship()
+    if not args.evaluate:
+        return 0 if all(r.get("epochs") for r in summary["stages"].get("train", {}).values()
+                        if isinstance(r, dict)) else 1
 
     # 4. evaluate: separations one after the other on the GPU, evaluations in the background on the CPUs
     evals: Dict[str, subprocess.Popen] = {}

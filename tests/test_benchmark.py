@@ -307,3 +307,27 @@ def test_speed_end_to_end_tiny(tmp_path, monkeypatch):
     assert s["audio_seconds"] == 2 and s["xumx_slicq_s"] > 0 and s["peak_rss_mb"] > 100
     assert s["configs"]["umx"]["weights"].startswith("random")
     assert (out / "speed.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _child_env():
+    import os
+
+    return {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+def test_evaluation_workers_start_single_threaded(monkeypatch):
+    """Workers inherit one BLAS thread each (set before they start), and the parent's settings come back."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from benchmark.evaluate import single_threaded_children
+
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    with single_threaded_children(), ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        child = pool.submit(_child_env).result()
+    assert child == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    import os
+
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "7"
+    assert "MKL_NUM_THREADS" not in os.environ

@@ -179,15 +179,17 @@ class MultiDomainLoss(nn.Module):
     def __init__(self, slicqt: SliCQT, mcoef: float = 0.1, time_domain: bool = True, eps: float = 1e-8,
                  zero_mean: bool = True, sisdr: str = "gram"):
         super().__init__()
-        import auraloss
-
         if sisdr not in SISDR_IMPLEMENTATIONS:
             raise ValueError(f"losses.py: sisdr must be one of {SISDR_IMPLEMENTATIONS}, got {sisdr!r}")
         self.slicqt = slicqt
         self.mcoef = float(mcoef)
         self.time_domain = bool(time_domain)
         self.eps, self.zero_mean, self.sisdr_impl = float(eps), bool(zero_mean), sisdr
-        self.sisdr = auraloss.time.SISDRLoss(zero_mean=zero_mean, eps=eps, reduction="mean")
+        self.sisdr = None
+        if sisdr == "auraloss":  # imported only when used: the default needs no auraloss
+            import auraloss
+
+            self.sisdr = auraloss.time.SISDRLoss(zero_mean=zero_mean, eps=eps, reduction="mean")
 
     def time_loss(self, estimates: Sequence[Tensor], mixture: Sequence[Tensor], target_waveforms: Tensor) -> Tensor:
         """The SI-SDR term alone (with gradient).
