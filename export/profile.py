@@ -50,7 +50,7 @@ def hardware(threads: int) -> Dict[str, Any]:
     import onnxruntime as ort
     import torch
 
-    from xumx_slicq.separator import machine_fingerprint
+    from xumx_slicq.backends import machine_fingerprint
 
     info = machine_fingerprint()
     try:

@@ -169,11 +169,11 @@ def test_load_separator_finds_the_onnx_next_to_the_weights(exported, tmp_path, m
 
 
 def test_auto_picks_the_measured_fastest_and_caches_it(exported, tmp_path, monkeypatch):
-    import xumx_slicq.separator as separator
+    import xumx_slicq.backends as backends
 
     model, _, out = exported
     monkeypatch.setenv("XUMX_SLICQ_CACHE", str(tmp_path))
-    real = separator.measure_backends
+    real = backends.measure_backends
     calls = []
 
     def spy(*args, **kwargs):
@@ -181,7 +181,7 @@ def test_auto_picks_the_measured_fastest_and_caches_it(exported, tmp_path, monke
         kwargs["seconds"] = 1.5
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(separator, "measure_backends", spy)
+    monkeypatch.setattr(backends, "measure_backends", spy)
     sep = Separator(model, backend="auto", wiener="auto", onnx_path=out / ONNX_NAME, onnx_options={"threads": 1})
     timings = sep.backend_timings
     assert set(timings["network"]) == {"torch", "onnxruntime"} and set(timings["wiener"]) == {"torch", "numba"}
@@ -290,12 +290,12 @@ def test_only_full_paths_merges_into_the_profile(exported, tmp_path, monkeypatch
 
 def test_auto_never_exports_and_onnxruntime_exports_once_into_the_cache(exported, tmp_path, monkeypatch):
     import export.onnx_export as oe
-    import xumx_slicq.separator as separator
+    import xumx_slicq.backends as backends
 
     model, model_dir, out = exported
     monkeypatch.setenv("XUMX_SLICQ_CACHE", str(tmp_path / "cache"))
-    real_measure, real_export = separator.measure_backends, oe.export_model
-    monkeypatch.setattr(separator, "measure_backends", lambda *a, **k: real_measure(*a, **{**k, "seconds": 1.0}))
+    real_measure, real_export = backends.measure_backends, oe.export_model
+    monkeypatch.setattr(backends, "measure_backends", lambda *a, **k: real_measure(*a, **{**k, "seconds": 1.0}))
     monkeypatch.setattr(oe, "export_model", lambda *a, **k: pytest.fail("auto must not export"))
     sep = load_separator(model_dir, backend="auto", wiener="off")  # the model folder has no ONNX file
     assert sep.backend == "torch" and set(sep.backend_timings["network"]) == {"torch"}

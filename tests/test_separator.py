@@ -280,16 +280,16 @@ def test_backend_arguments_are_checked(model):
 
 def test_auto_without_onnx_falls_back_to_torch_network(model, tmp_path, monkeypatch):
     """No exporter available: backend='auto' still measures Wiener-EM and runs the torch network."""
-    import xumx_slicq.separator as separator
+    import xumx_slicq.backends as backends
 
     monkeypatch.setenv("XUMX_SLICQ_CACHE", str(tmp_path))
 
     def no_onnx(*a, **k):
         raise RuntimeError("no exporter here")
 
-    monkeypatch.setattr(separator, "onnx_for_model", no_onnx)
-    real = separator.measure_backends
-    monkeypatch.setattr(separator, "measure_backends", lambda *a, **k: real(*a, **{**k, "seconds": 1.0}))
+    monkeypatch.setattr(backends, "onnx_for_model", no_onnx)
+    real = backends.measure_backends
+    monkeypatch.setattr(backends, "measure_backends", lambda *a, **k: real(*a, **{**k, "seconds": 1.0}))
     sep = Separator(model, backend="auto", wiener="auto")
     assert sep.backend == "torch" and sep.network is None
     assert set(sep.backend_timings["network"]) == {"torch"} and sep.wiener in ("torch", "numba")

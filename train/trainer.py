@@ -386,6 +386,9 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, device: torch
     chkpnt_path = out / f"{stem}.chkpnt"
 
     seed_everything(args.seed)  # the same on every rank: identical model initialisation
+    if device.type == "cuda":
+        # fixed training shapes (one per sliCQ block): let cuDNN pick the fastest convolution for each, once
+        torch.backends.cudnn.benchmark = True
 
     train_set = ChunkDataset(args.root, "train", targets=args.targets, seq_dur=args.seq_dur,
                              samples_per_track=args.samples_per_track, random_track_mix=args.random_track_mix,

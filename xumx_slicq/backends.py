@@ -1,0 +1,174 @@
+"""Which backends run a separation: the ONNX file of a model, the per-machine cache, the measurement behind
+``backend="auto"`` / ``wiener="auto"``.
+
+* :func:`onnx_for_model`: an ONNX export of exactly these weights (next to them, or in the per-machine cache);
+* :func:`measure_backends`: time the network (torch vs ONNX Runtime) and Wiener-EM (torch vs numba) on noise;
+* :func:`choose_backends`: the fastest of each, measured once per machine, architecture and options, cached in
+  ``<cache_dir>/backend_choice.json``.
+
+:class:`xumx_slicq.separator.Separator` calls these when asked for ``"auto"`` or ``"onnxruntime"``; nothing here
+separates audio.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import pathlib
+import platform
+import time
+from typing import Any, Callable, Dict, Optional, Sequence, Union
+
+import numba
+import torch
+from torch import nn
+
+from .filtering import wiener_blocks, wiener_blocks_numba
+from .transforms import SliCQT
+
+PathLike = Union[str, os.PathLike]
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> pathlib.Path:
+    """Per-user cache folder: ``$XUMX_SLICQ_CACHE`` or ``~/.cache/xumx_slicq``."""
+    return pathlib.Path(os.environ.get("XUMX_SLICQ_CACHE") or pathlib.Path.home() / ".cache" / "xumx_slicq")
+
+
+def onnx_for_model(model: nn.Module, model_dir: Optional[PathLike] = None, export: bool = True,
+                   **export_options: Any) -> Optional[pathlib.Path]:
+    """An ONNX file exported (and parity-checked) from exactly ``model``'s weights.
+
+    Uses ``<model_dir>/xumx_slicq.onnx`` when its sidecar matches the weights; otherwise the per-machine cache
+    ``<cache_dir>/onnx/<weights digest>/xumx_slicq.onnx``, exported on first use (``python -m export``'s
+    checks: onnx.checker, parity with PyTorch <= 1e-4) unless ``export`` is False (then None when absent).
+    Exporting the default model takes 1.5-6 minutes on 2 cores: ship the file next to the weights.
+    """
+    try:
+        from export.onnx_export import ONNX_NAME, is_current, load_or_export, weights_digest
+    except ImportError as exc:  # the export package lives in the repository, not in the installed library
+        raise RuntimeError("xumx_slicq/backends.py: backend='onnxruntime' needs an exported xumx_slicq.onnx next "
+                           "to the weights, or the repository's `export` package to export one "
+                           f"({exc})") from exc
+    if model_dir is not None:
+        candidate = pathlib.Path(model_dir) / ONNX_NAME
+        if is_current(candidate, model):
+            return candidate
+    folder = cache_dir() / "onnx" / weights_digest(model)[:20]
+    if not export:
+        return folder / ONNX_NAME if is_current(folder / ONNX_NAME, model) else None
+    log.info("exporting the network to ONNX in %s (first use on this machine)", folder)
+    path, _ = load_or_export(model, folder, **export_options)
+    return path
+
+
+def machine_fingerprint() -> Dict[str, Any]:
+    """What makes timings comparable: host, CPU model, cores, threads, library versions, GPU driver."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    try:
+        import onnxruntime as ort
+
+        ort_version = ort.__version__
+    except ImportError:
+        ort_version = None
+    from .onnx_backend import cuda_driver_present
+
+    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "numba_threads": numba.get_num_threads(), "torch": torch.__version__, "onnxruntime": ort_version,
+            "numba": numba.__version__, "cuda_driver": cuda_driver_present()}
+
+
+def _choice_key(model: nn.Module, options: Dict[str, Any]) -> str:
+    """Cache key: machine fingerprint + architecture (not weights: they do not change the cost) + options."""
+    text = json.dumps({"machine": machine_fingerprint(), "config": model.get_config(), **options}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _timed(fn: Callable[[], Any], repeats: int = 2) -> float:
+    """Best wall time of ``repeats`` calls after one warm-up call (which also compiles / allocates)."""
+    fn()
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def measure_backends(model: nn.Module, onnx_path: Optional[PathLike], niter: int, softmask: bool = False,
+                     residual: bool = False, seconds: float = 12.0, wiener_candidates: Sequence[str] = ("torch",
+                     "numba"), onnx_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Time the network (torch vs onnxruntime) and Wiener-EM (torch vs numba) on ``seconds`` of audio.
+
+    The two stages are independent, so the fastest combination is the fastest of each. Returns
+    ``{"network": {backend: s}, "wiener": {backend: s}, "best": {"network": ..., "wiener": ...}, "seconds": ...}``.
+    """
+    from .onnx_backend import OnnxNetwork
+
+    slicqt = SliCQT(**model.slicq_config)
+    gen = torch.Generator().manual_seed(0)
+    n = int(seconds * slicqt.sample_rate)
+    # pink-ish noise at a music-like level: the cost does not depend on the content
+    x = torch.cumsum(torch.randn(1, model.nb_channels, n, generator=gen), -1)
+    x = 0.1 * (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True).clamp_min(1e-6)
+    with torch.no_grad():
+        mix = slicqt(x)
+        mags = [b.abs() for b in mix]
+        network: Dict[str, float] = {"torch": _timed(lambda: model(mags))}
+        if onnx_path is not None:
+            net = OnnxNetwork(onnx_path, **(onnx_options or {}))
+            network["onnxruntime"] = _timed(lambda: net(mags))
+        wiener: Dict[str, float] = {}
+        if niter > 0:
+            est = model(mags)
+            opts = dict(iterations=niter, softmask=softmask, residual=residual)
+            fns = {"torch": lambda: wiener_blocks(est, mix, backend="torch", **opts),
+                   "numba": lambda: wiener_blocks_numba(est, mix, **opts)}
+            for w in wiener_candidates:
+                wiener[w] = _timed(fns[w])
+    best = {"network": min(network, key=network.get), "wiener": min(wiener, key=wiener.get) if wiener else "off"}
+    return {"network": network, "wiener": wiener, "best": best, "seconds": seconds}
+
+
+def choose_backends(model: nn.Module, onnx_path: Optional[PathLike], niter: int, softmask: bool, residual: bool,
+                    wiener: str, refresh: bool = False, onnx_options: Optional[Dict[str, Any]] = None
+                    ) -> Dict[str, Any]:
+    """The measured fastest ``{"network": ..., "wiener": ...}`` for this machine, cached in
+    ``<cache_dir>/backend_choice.json`` (keyed by machine fingerprint, architecture and options)."""
+    from .checkpoint import json_save_atomic
+
+    candidates = ("torch", "numba") if wiener == "auto" else (wiener,)
+    options = {"niter": niter, "softmask": softmask, "residual": residual, "wiener": list(candidates),
+               "onnx": onnx_path is not None, "onnx_options": dict(onnx_options or {})}
+    key = _choice_key(model, options)
+    path = cache_dir() / "backend_choice.json"
+    try:
+        cache = json.loads(path.read_text())
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, json.JSONDecodeError):
+        cache = {}
+    if not refresh and key in cache:
+        return cache[key]
+    found = measure_backends(model, onnx_path, niter, softmask, residual,
+                             wiener_candidates=candidates if niter > 0 else (), onnx_options=onnx_options)
+    found["machine"] = machine_fingerprint()
+    found["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    cache[key] = found
+    try:
+        json_save_atomic(cache, path)
+    except OSError as exc:  # a read-only home must not stop separation
+        log.warning("cannot cache the backend choice in %s: %s", path, exc)
+    log.info("backend='auto': network %s, Wiener-EM %s (measured: %s)", found["best"]["network"],
+             found["best"]["wiener"], {k: found[k] for k in ("network", "wiener")})
+    return found
