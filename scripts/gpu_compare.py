@@ -295,7 +295,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     # 4. evaluate: separations one after the other on the GPU, evaluations in the background on the CPUs
     evals: Dict[str, subprocess.Popen] = {}
     sep_codes: Dict[str, int] = {}
-    for a in args.archs:
+    # the baselines first: their weights (142 MB each) cannot come back, xumx-sliCQ's can be evaluated at home
+    for a in sorted(args.archs, key=lambda a: a == "xumx-slicq"):
         if not (runs / a / f"{ARCH_FILE[a]}.pth").is_file():
             sep_codes[a] = -1
             continue
