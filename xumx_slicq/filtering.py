@@ -903,6 +903,8 @@ def _nb_em_stereo(x, tgt, out, scale, iterations, softmask, residual, eps):
     sw = np.zeros(no)
     y = np.empty((no, 2), dtype=np.complex128)
     for f in range(nf):
+        # the initial estimate is written out here and in _nb_em_problems on purpose: a shared inlined helper
+        # (slice views or a copy of the magnitudes) measured 10-15 % slower on this kernel (2026-11-26)
         for c in range(2):
             xv = complex(x[c, f]) * first
             acc = 0.0j
