@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 T0 = time.time()
-ARCH_FILE = {"xumx-slicq": "xumx_slicq", "umx": "umx", "xumx": "xumx"}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: run as scripts/gpu_compare.py
+from xumx_slicq.checkpoint import ARCH_FILES  # noqa: E402  (architecture -> weights file stem)
 
 
 def log(msg: str) -> None:
@@ -71,11 +72,23 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def epochs_done(run_dir: Path) -> int:
+def read_history(run_dir: Path) -> List[Dict]:
+    """The per-epoch records ``python -m train`` has written so far (none before the first epoch ends)."""
     try:
-        return len(json.loads((run_dir / "history.json").read_text()))
+        return json.loads((run_dir / "history.json").read_text())
     except (OSError, ValueError):
-        return 0
+        return []
+
+
+def epochs_done(run_dir: Path) -> int:
+    return len(read_history(run_dir))
+
+
+def separate_cmd(py: str, songs: Path, output: Path, model: Path, arch: str, device: str) -> List[str]:
+    """``python -m submission`` of a folder of songs with no time limit, 32-bit output, torch backends."""
+    return [py, "-m", "submission", "--input", str(songs), "--output", str(output), "--model", str(model),
+            "--arch", arch, "--budget-factor", "1000", "--subtype", "FLOAT", "--no-progress", "--device", device,
+            "--backend", "torch", "--wiener", "torch"]
 
 
 def run_all(cmds: Dict[str, List[str]], logdir: Path, deadline: float) -> Dict[str, int]:
@@ -97,7 +110,7 @@ def lockstep_train(cmds: Dict[str, List[str]], run_dirs: Dict[str, Path], logdir
                    grace_s: float, deadline: float) -> Dict[str, Dict]:
     """Train side by side, pausing processes ahead of the slowest by whole epochs; see the module docstring."""
     procs = {k: spawn(c, logdir / f"train-{k}.log") for k, c in cmds.items()}
-    paused = {k: False for k in procs}
+    paused_since: Dict[str, Optional[float]] = {k: None for k in procs}  # when each pause began
     paused_s = {k: 0.0 for k in procs}
     start = time.time()
     cap_at = start + cap_s
@@ -108,9 +121,13 @@ def lockstep_train(cmds: Dict[str, List[str]], run_dirs: Dict[str, Path], logdir
         return procs[k].poll() is None
 
     def set_paused(k: str, want: bool) -> None:
-        if paused[k] != want and alive(k):
-            signal_group(procs[k], signal.SIGSTOP if want else signal.SIGCONT)
-            paused[k] = want
+        if want and paused_since[k] is None and alive(k):
+            signal_group(procs[k], signal.SIGSTOP)
+            paused_since[k] = time.time()
+        elif not want and paused_since[k] is not None:
+            signal_group(procs[k], signal.SIGCONT)
+            paused_s[k] += time.time() - paused_since[k]
+            paused_since[k] = None
 
     while True:
         now = time.time()
@@ -118,9 +135,6 @@ def lockstep_train(cmds: Dict[str, List[str]], run_dirs: Dict[str, Path], logdir
         running = [k for k in procs if alive(k)]
         if not running:
             break
-        for k in procs:
-            if paused[k]:
-                paused_s[k] += 0.5
         low = min(done[k] for k in running)
         if now >= cap_at and target is None:
             # at the cap: those one epoch behind the leaders may catch up (grace), nobody starts a new epoch
@@ -129,11 +143,13 @@ def lockstep_train(cmds: Dict[str, List[str]], run_dirs: Dict[str, Path], logdir
         if target is not None:
             for k in running:
                 if done[k] >= target:
+                    set_paused(k, False)  # close the pause's account, then end it
                     stop(procs[k])
                 else:
                     set_paused(k, False)
             if now >= min(deadline, cap_at + grace_s):
                 for k in running:
+                    set_paused(k, False)
                     stop(procs[k])
                 log(f"grace over: stopped {running} at epochs {[epochs_done(run_dirs[k]) for k in running]}")
                 break
@@ -142,17 +158,12 @@ def lockstep_train(cmds: Dict[str, List[str]], run_dirs: Dict[str, Path], logdir
                 set_paused(k, done[k] > low)
         if now - last_report >= 30:
             last_report = now
-            log("epochs " + ", ".join(f"{k} {done[k]}{' (paused)' if paused[k] else ''}" for k in procs))
+            log("epochs " + ", ".join(f"{k} {done[k]}{' (paused)' if paused_since[k] is not None else ''}" for k in procs))
         time.sleep(0.5)
     results = {}
     for k, p in procs.items():
-        code = p.poll()
-        hist = []
-        try:
-            hist = json.loads((run_dirs[k] / "history.json").read_text())
-        except (OSError, ValueError):
-            pass
-        results[k] = {"exit_code": code, "epochs": len(hist),
+        hist = read_history(run_dirs[k])
+        results[k] = {"exit_code": p.poll(), "epochs": len(hist),
                       "examples_seen": hist[-1]["examples_seen"] if hist else 0,
                       "train_seconds": sum(r["epoch_seconds"] for r in hist),
                       "paused_seconds": round(paused_s[k], 1),
@@ -193,7 +204,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--runs", default="runs/gpu", help="training outputs, one folder per architecture")
     p.add_argument("--work", default="out/gpu", help="estimates, evaluations, logs")
     p.add_argument("--out", default=os.environ.get("OUT", "out/gpu/return"), help="files to bring back")
-    p.add_argument("--archs", nargs="+", default=["xumx-slicq", "umx", "xumx"])
+    p.add_argument("--archs", nargs="+", choices=list(ARCH_FILES), default=list(ARCH_FILES))
     p.add_argument("--minutes", type=float, default=5.0, help="wall-clock training cap per model (5)")
     p.add_argument("--grace", type=float, default=45.0, help="seconds to finish a lagging epoch at the cap")
     p.add_argument("--deadline", type=float, default=570.0, help="seconds from start when everything stops")
@@ -216,7 +227,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     summary: Dict = {"args": vars(args), "stages": {}}
-    ok = True
 
     def save_summary() -> None:
         (work / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -252,10 +262,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for a in args.archs:
             if codes[a] == 0:
                 codes[a + ":separate"] = subprocess.call(
-                    [py, "-m", "submission", "--input", str(smoke / "input"), "--output", str(smoke / "est" / a),
-                     "--model", str(smoke / a), "--arch", a, "--budget-factor", "1000", "--subtype", "FLOAT",
-                     "--no-progress", "--device", args.device, "--backend", "torch", "--wiener", "torch"],
-                    stdout=open(logs / "smoke" / f"{a}-separate.log", "w"), stderr=subprocess.STDOUT)
+                    separate_cmd(py, smoke / "input", smoke / "est" / a, smoke / a, a, args.device), stdout=open(logs / "smoke" / f"{a}-separate.log", "w"), stderr=subprocess.STDOUT)
         a = args.archs[0]
         if codes.get(a + ":separate") == 0:
             codes[a + ":evaluate"] = subprocess.call(
@@ -272,6 +279,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 1
 
     # 3. train in lockstep
+    trained: Dict[str, Dict] = {}
     if args.train:
         cmds = {}
         run_dirs = {}
@@ -281,31 +289,28 @@ def main(argv: Optional[List[str]] = None) -> int:
                        "--device", args.device, "--workers", str(args.workers), "--threads", str(args.threads),
                        "--no-progress", "--resume"] + args.train_args.split()
         t = time.time()
-        summary["stages"]["train"] = lockstep_train(cmds, run_dirs, logs, args.minutes * 60, args.grace, deadline)
-        summary["stages"]["train"]["seconds"] = round(time.time() - t, 1)
+        trained = lockstep_train(cmds, run_dirs, logs, args.minutes * 60, args.grace, deadline)
+        summary["stages"]["train"] = {**trained, "seconds": round(time.time() - t, 1)}
         log(f"train: {json.dumps(summary['stages']['train'])}")
-        slicq = runs / "xumx-slicq" / "xumx_slicq.pth"
+        slicq = runs / "xumx-slicq" / f"{ARCH_FILES['xumx-slicq']}.pth"
         if slicq.is_file():
             summary["xumx_slicq_parts"] = split_file(slicq, out)
         ship()
     if not args.evaluate:
-        return 0 if all(r.get("epochs") for r in summary["stages"].get("train", {}).values()
-                        if isinstance(r, dict)) else 1
+        return 0 if all(r["epochs"] for r in trained.values()) else 1
 
     # 4. evaluate: separations one after the other on the GPU, evaluations in the background on the CPUs
     evals: Dict[str, subprocess.Popen] = {}
     sep_codes: Dict[str, int] = {}
     # the baselines first: their weights (142 MB each) cannot come back, xumx-sliCQ's can be evaluated at home
     for a in sorted(args.archs, key=lambda a: a == "xumx-slicq"):
-        if not (runs / a / f"{ARCH_FILE[a]}.pth").is_file():
+        if not (runs / a / f"{ARCH_FILES[a]}.pth").is_file():
             sep_codes[a] = -1
             continue
         remaining = deadline - time.time() - 20
         if remaining <= 0:
             break
-        proc = spawn([py, "-m", "submission", "--input", str(data / "test"), "--output", str(work / "est" / a),
-                      "--model", str(runs / a), "--arch", a, "--budget-factor", "1000", "--subtype", "FLOAT",
-                      "--no-progress", "--device", args.device, "--backend", "torch", "--wiener", "torch"],
+        proc = spawn(separate_cmd(py, data / "test", work / "est" / a, runs / a, a, args.device),
                      logs / f"separate-{a}.log")
         try:
             sep_codes[a] = proc.wait(timeout=remaining)

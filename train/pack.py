@@ -62,9 +62,11 @@ def _pack_track(job: Dict) -> Dict:
     import soundfile as sf
 
     src, dst = Path(job["src"]), Path(job["dst"])
-    rate = sf.info(str(src / "mixture.wav")).samplerate
+    info = sf.info(str(src / "mixture.wav"))
+    rate = info.samplerate
     start = pick_offset(src, job["seconds"], job["candidates"], job["seed"])
     length = int(round(job["seconds"] * rate))
+    frames = min(length, info.frames - start)  # the excerpt; shorter only for a track shorter than asked
     dst.mkdir(parents=True, exist_ok=True)
     nbytes = 0
     for stem in STEMS:
@@ -73,7 +75,7 @@ def _pack_track(job: Dict) -> Dict:
         sf.write(str(tmp), x, rate, format="OGG", subtype="VORBIS", compression_level=job["quality"])
         os.replace(tmp, dst / f"{stem}.ogg")
         nbytes += (dst / f"{stem}.ogg").stat().st_size
-    return {"track": src.name, "split": job["split"], "start": start, "frames": int(x.shape[0]), "rate": rate,
+    return {"track": src.name, "split": job["split"], "start": start, "frames": frames, "rate": rate,
             "bytes": nbytes}
 
 
