@@ -55,12 +55,23 @@ def subset_matrix(nb_targets: int, dtype=torch.float32, device=None) -> torch.Te
     return m
 
 
-def _combine(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    """Sum targets per subset: ``(nb_samples, nb_targets, ...)`` -> ``(nb_samples, nb_subsets, ...)``."""
-    # flatten trailing axes so one matmul does every subset: (B, S, N) -> (B, K, N)
-    flat = x.reshape(x.shape[0], x.shape[1], -1)
-    out = torch.matmul(matrix.to(dtype=x.dtype, device=x.device), flat)
-    return out.reshape(x.shape[0], matrix.shape[0], *x.shape[2:])
+def _gram(signals: torch.Tensor) -> torch.Tensor:
+    """Inner products of ``nb_signals`` signals, in float64 (the subset energies below are differences of
+    these, so float32 would cancel badly when an estimate is close to the mixture).
+
+    ``signals``: ``(nb_signals, nb_samples, nb_channels, nb_timesteps)`` -> ``(nb_samples, nb_channels,
+    nb_signals, nb_signals)``.
+    """
+    # (S, B, C, L) -> (B, C, S, L): one Gram matrix per sample and channel
+    v = signals.permute(1, 2, 0, 3).to(torch.float64)
+    return v @ v.transpose(-1, -2)
+
+
+def _quadratic(coefficients: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
+    """Inner products of linear combinations: ``coefficients`` ``(nb_combos, nb_signals)``, ``gram``
+    ``(..., nb_signals, nb_signals)`` -> ``(..., nb_combos, nb_combos)`` = ``A G Aᵀ``."""
+    a = coefficients.to(dtype=gram.dtype, device=gram.device)
+    return a @ gram @ a.transpose(0, 1)
 
 
 def mse_loss(est_mag: torch.Tensor, ref_mag: torch.Tensor) -> torch.Tensor:
@@ -80,18 +91,29 @@ def freq_combination_loss(est_mag: torch.Tensor, ref_mag: torch.Tensor) -> torch
     """
     if est_mag.shape != ref_mag.shape:
         raise ValueError(f"baselines/losses.py: shape mismatch {tuple(est_mag.shape)} vs {tuple(ref_mag.shape)}")
-    matrix = subset_matrix(est_mag.shape[1])
-    # summing is linear: combine the difference once instead of both sides
-    diff = _combine(est_mag - ref_mag, matrix)
+    nb_targets = est_mag.shape[1]
+    matrix = subset_matrix(nb_targets)
+    # summing is linear: the subset sum of the differences is the difference of the subset sums, and
+    # sum((s·d)²) = sᵀ G s with G the targets' Gram matrix of d; no (nb_subsets, ...) tensor is built.
+    # (B, S, ...) -> (S, B, 1, N): the Gram matrix summed over samples and every other axis
+    diff = (est_mag - ref_mag).transpose(0, 1).reshape(nb_targets, est_mag.shape[0], 1, -1)
+    gram = _gram(diff).sum(0)[0]  # (S, S)
+    energies = torch.diagonal(_quadratic(matrix, gram))  # (nb_subsets,)
     # every subset term averages the same number of elements, so one global mean = mean of subset MSEs
-    return torch.mean(diff**2)
+    return (energies.mean() / diff[0].numel()).to(est_mag.dtype)
 
 
-def _cosine(a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
-    """Cosine similarity along the last axis: ``(..., nb_timesteps)`` x2 -> ``(...)``."""
-    num = (a * b).sum(-1)
-    den = torch.sqrt((a * a).sum(-1) + eps) * torch.sqrt((b * b).sum(-1) + eps)
-    return num / (den + eps)
+def _wsdr_from_products(
+    ref_e: torch.Tensor, est_e: torch.Tensor, ref_est: torch.Tensor,
+    noise_e: torch.Tensor, noise_est_e: torch.Tensor, noise_noise_est: torch.Tensor, eps: float,
+) -> torch.Tensor:
+    """Weighted SDR from inner products (all broadcastable): ``|y|², |ŷ|², <y, ŷ>, |z|², |ẑ|², <z, ẑ>``."""
+
+    def cosine(aa, bb, ab):
+        return ab / (torch.sqrt(aa + eps) * torch.sqrt(bb + eps) + eps)
+
+    alpha = ref_e / (ref_e + noise_e + eps)
+    return -alpha * cosine(ref_e, est_e, ref_est) - (1.0 - alpha) * cosine(noise_e, noise_est_e, noise_noise_est)
 
 
 def weighted_sdr(est: torch.Tensor, ref: torch.Tensor, mix: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -104,10 +126,10 @@ def weighted_sdr(est: torch.Tensor, ref: torch.Tensor, mix: torch.Tensor, eps: f
     """
     noise = mix - ref
     noise_est = mix - est
-    ref_energy = (ref * ref).sum(-1)
-    noise_energy = (noise * noise).sum(-1)
-    alpha = ref_energy / (ref_energy + noise_energy + eps)
-    return -alpha * _cosine(ref, est, eps) - (1.0 - alpha) * _cosine(noise, noise_est, eps)
+    return _wsdr_from_products(
+        (ref * ref).sum(-1), (est * est).sum(-1), (ref * est).sum(-1),
+        (noise * noise).sum(-1), (noise_est * noise_est).sum(-1), (noise * noise_est).sum(-1), eps,
+    )
 
 
 def time_combination_loss(
@@ -127,11 +149,31 @@ def time_combination_loss(
         raise ValueError(
             f"baselines/losses.py: mixture {tuple(mix_wave.shape)} does not match estimates {tuple(est_wave.shape)}"
         )
-    matrix = subset_matrix(est_wave.shape[1])
-    est_c = _combine(est_wave, matrix)
-    ref_c = _combine(ref_wave, matrix)
-    # unsqueeze(1): the same mixture for every subset, (B, 1, C, L)
-    return weighted_sdr(est_c, ref_c, mix_wave.unsqueeze(1), eps=eps).mean()
+    nb_targets = est_wave.shape[1]
+    matrix = subset_matrix(nb_targets)  # (K, S)
+    zeros, ones = torch.zeros(len(matrix), nb_targets), torch.ones(len(matrix), 1)
+    # every subset signal as a combination of the 2S + 1 signals [estimates, references, mixture]:
+    # ŷ = s·est, y = s·ref, z = mix - y, ẑ = mix - ŷ; each block (K, 2S + 1)
+    est_c = torch.cat([matrix, zeros, 0 * ones], dim=1)
+    ref_c = torch.cat([zeros, matrix, 0 * ones], dim=1)
+    noise = torch.cat([zeros, -matrix, ones], dim=1)
+    noise_est = torch.cat([-matrix, zeros, ones], dim=1)
+    # (B, S, C, L) x2 + (B, C, L) -> (2S + 1, B, C, L): the Gram matrix holds every inner product needed,
+    # so the (B, K, C, L) subset waveforms are never built (K = 14 for 4 targets)
+    signals = torch.cat([est_wave.transpose(0, 1), ref_wave.transpose(0, 1), mix_wave[None]], dim=0)
+    gram = _gram(signals)  # (B, C, 2S + 1, 2S + 1)
+    k = len(matrix)
+    q = _quadratic(torch.cat([est_c, ref_c, noise, noise_est], dim=0), gram)  # (B, C, 4K, 4K)
+    idx = torch.arange(k)
+
+    def dot(i, j):  # <block i, block j> per subset: (B, C, K); energies clamped against rounding below 0
+        return q[..., i * k + idx, j * k + idx]
+
+    wsdr = _wsdr_from_products(
+        dot(1, 1).clamp_min(0), dot(0, 0).clamp_min(0), dot(1, 0),
+        dot(2, 2).clamp_min(0), dot(3, 3).clamp_min(0), dot(2, 3), eps,
+    )
+    return wsdr.mean().to(est_wave.dtype)
 
 
 class MultiDomainLoss(nn.Module):
