@@ -21,11 +21,11 @@ Weighted SDR for reference ``y``, estimate ``ŷ`` and mixture ``x`` (all along t
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 from torch import nn
 
+from ..losses import combination_loss, subset_matrix
+from ..losses import combination_subsets as _subsets
 from .stft import ISTFT, STFT, mix_phase
 
 __all__ = [
@@ -43,16 +43,7 @@ def combination_subsets(nb_targets: int) -> list[tuple[int, ...]]:
     """All non-empty proper subsets of ``range(nb_targets)``, by size then lexicographically (14 for 4)."""
     if nb_targets < 2:
         raise ValueError(f"baselines/losses.py: a combination loss needs >= 2 targets, got {nb_targets}")
-    return [c for k in range(1, nb_targets) for c in itertools.combinations(range(nb_targets), k)]
-
-
-def subset_matrix(nb_targets: int, dtype=torch.float32, device=None) -> torch.Tensor:
-    """0/1 matrix ``(nb_subsets, nb_targets)``; row ``k`` selects the targets of subset ``k``."""
-    subsets = combination_subsets(nb_targets)
-    m = torch.zeros(len(subsets), nb_targets, dtype=dtype, device=device)
-    for k, subset in enumerate(subsets):
-        m[k, list(subset)] = 1.0
-    return m
+    return _subsets(nb_targets)
 
 
 def _gram(signals: torch.Tensor) -> torch.Tensor:
@@ -91,16 +82,9 @@ def freq_combination_loss(est_mag: torch.Tensor, ref_mag: torch.Tensor) -> torch
     """
     if est_mag.shape != ref_mag.shape:
         raise ValueError(f"baselines/losses.py: shape mismatch {tuple(est_mag.shape)} vs {tuple(ref_mag.shape)}")
-    nb_targets = est_mag.shape[1]
-    matrix = subset_matrix(nb_targets)
-    # summing is linear: the subset sum of the differences is the difference of the subset sums, and
-    # sum((s·d)²) = sᵀ G s with G the targets' Gram matrix of d; no (nb_subsets, ...) tensor is built.
-    # (B, S, ...) -> (S, B, 1, N): the Gram matrix summed over samples and every other axis
-    diff = (est_mag - ref_mag).transpose(0, 1).reshape(nb_targets, est_mag.shape[0], 1, -1)
-    gram = _gram(diff).sum(0)[0]  # (S, S)
-    energies = torch.diagonal(_quadratic(matrix, gram))  # (nb_subsets,)
-    # every subset term averages the same number of elements, so one global mean = mean of subset MSEs
-    return (energies.mean() / diff[0].numel()).to(est_mag.dtype)
+    combination_subsets(est_mag.shape[1])  # >= 2 targets
+    # the sliCQ model's combination MSE on one "block": the same definition, computed without the 14 sums
+    return combination_loss([est_mag], [ref_mag])
 
 
 def _wsdr_from_products(
