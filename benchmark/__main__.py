@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "evaluate": ("benchmark.evaluate", "museval BSS-eval + MDX SDR of a folder of estimates"),
     "oracles": ("benchmark.oracles", "oracle estimates (IRM, mix-phase STFT/sliCQ) as ceilings and floors"),
     "boxplot": ("benchmark.boxplot", "the standard BSS-eval boxplot figure"),
+    "curves": ("benchmark.curves", "training curves (valid/train loss vs examples seen) of train runs"),
     "speed": ("benchmark.speed", "separation time and memory vs UMX / X-UMX"),
     "search": ("benchmark.search", "random search over sliCQ parameters by mix-phase oracle SDR"),
 }

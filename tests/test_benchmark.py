@@ -1,4 +1,4 @@
-"""Tests of the quality and speed benchmarks (benchmark/evaluate, oracles, boxplot, search, speed) on a tiny
+"""Tests of the quality and speed benchmarks (benchmark/evaluate, oracles, boxplot, curves, search, speed) on a tiny
 generated 2-track set in MUSDB18-HQ layout."""
 
 import json
@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from benchmark import boxplot, evaluate, oracles, search, speed
+from benchmark import boxplot, curves, evaluate, oracles, search, speed
 from benchmark.common import TARGETS
 
 SR = 44100
@@ -231,6 +231,40 @@ def test_boxplot_writes_png_and_table(evaluated, tmp_path):
 def test_boxplot_rejects_duplicate_method_names(evaluated):
     with pytest.raises(ValueError, match="used twice"):
         boxplot.load_results([evaluated["dir"], evaluated["oracles"][0], evaluated["dir"]])
+
+
+# ------------------------------------------------------------------------------------------------- curves
+
+
+def _fake_run(folder, arch, valid, meta=True):
+    folder.mkdir(parents=True)
+    history = [dict(epoch=i + 1, train={"total": v + 1}, valid={"total": v}, lr=1e-3, epoch_seconds=1800.0,
+                    examples_seen=32 * (i + 1), best=v == min(valid)) for i, v in enumerate(valid)]
+    (folder / "history.json").write_text(json.dumps(history))
+    if meta:
+        (folder / f"{arch.replace('-', '_')}.json").write_text(json.dumps({"arch": arch}))
+
+
+def test_curves_png_csv_and_summary(tmp_path):
+    _fake_run(tmp_path / "gpu" / "m1", "umx", [3.0, 2.0, 2.5])
+    _fake_run(tmp_path / "cpu" / "m1", "umx", [3.1, 2.2])
+    _fake_run(tmp_path / "gpu" / "xumx-slicq", "xumx-slicq", [0.5, 0.1], meta=False)  # arch from folder name
+    png = tmp_path / "fig" / "curves.png"
+    assert curves.main(["--runs", str(tmp_path / "gpu" / "m1"), str(tmp_path / "cpu" / "m1"),
+                        str(tmp_path / "gpu" / "xumx-slicq"), "--output", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = (tmp_path / "fig" / "curves.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 + 2 + 2 and rows[1].startswith("gpu/m1,umx,1,32,")
+    md = (tmp_path / "fig" / "curves.md").read_text()
+    # per run: epochs, examples, hours, best valid loss and its epoch
+    assert "| gpu/m1 | umx | 3 | 96 | 1.500 | 2.000 | 2 |" in md
+    assert "| gpu/xumx-slicq | xumx-slicq | 2 | 64 | 1.000 | 0.100 | 2 |" in md
+
+
+def test_curves_missing_history_is_an_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert curves.main(["--runs", str(tmp_path / "empty"), "--output", str(tmp_path / "c.png")]) == 1
+    assert "history.json" in capsys.readouterr().err and not (tmp_path / "c.png").exists()
 
 
 # ------------------------------------------------------------------------------------------------- search
