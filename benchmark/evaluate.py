@@ -20,7 +20,8 @@ Several methods in one table (markdown + CSV)::
 
     python -m benchmark evaluate --compare out/eval/xumx out/eval/umx out/eval/IRM2 --table docs/comparison
 
-or from Python: ``compare(["out/eval/xumx", "out/eval/umx"], "docs/comparison")``.
+or from Python: ``compare(["out/eval/xumx", "out/eval/umx"], "docs/comparison")``. ``--paired xumx`` adds a
+track-by-track comparison of one method with the others (mean difference, songs ahead, Wilcoxon p).
 """
 
 from __future__ import annotations
@@ -348,6 +349,67 @@ def comparison_markdown(df: "pandas.DataFrame", metric: str = "SDR") -> str:  # 
     return markdown_table(header, rows) + note
 
 
+def track_scores(result_dir: PathLike, metric: str = "SDR", targets: Sequence[str] = TARGETS) -> "pandas.DataFrame":  # noqa: F821
+    """Per-track scores of an evaluation folder: median over frames, ``(tracks, targets)`` plus column ``mean``
+    (mean of the targets)."""
+    frames = load_frames(result_dir)
+    frames = frames[frames.metric == metric]
+    table = frames.groupby(["track", "target"])["score"].median().unstack("target")
+    table = table.reindex(columns=[t for t in targets if t in table.columns])
+    table["mean"] = table.mean(axis=1)
+    return table
+
+
+def paired(result_dirs: Sequence[PathLike], reference: str, output_prefix: Optional[PathLike] = None,
+           metric: str = "SDR", targets: Sequence[str] = TARGETS) -> "pandas.DataFrame":  # noqa: F821
+    """Paired per-track comparison of one method against every other on their common tracks.
+
+    With 10-ish test songs a difference of medians says little by itself; this says on how many songs the
+    reference is ahead and whether the per-song differences are distinguishable from zero.
+
+    Args:
+        result_dirs: evaluation folders (one per method); one of them must be the method ``reference``.
+        output_prefix: when given, writes ``<prefix>.csv`` and ``<prefix>.md``.
+    Returns:
+        DataFrame indexed by the other methods: ``tracks`` (common), ``<target>`` and ``mean``: mean over tracks
+        of ``reference - other`` (per-track medians over frames; ``mean`` = of the per-track target means),
+        ``wins``: tracks where the reference's target mean is higher, ``p``: two-sided Wilcoxon signed-rank test
+        of the per-track target means (NaN below 2 tracks or when all differences are 0).
+    """
+    import pandas as pd
+    from scipy.stats import wilcoxon
+
+    scores = {method_info(d)["method"]: track_scores(d, metric, targets) for d in result_dirs}
+    if reference not in scores:
+        raise ValueError(f"paired: reference method {reference!r} is not among {sorted(scores)}")
+    ref = scores[reference]
+    rows = []
+    for name, other in scores.items():
+        if name == reference:
+            continue
+        common = ref.index.intersection(other.index)
+        diff = ref.loc[common] - other.loc[common]
+        row = {"tracks": len(common), **{c: diff[c].mean() for c in diff.columns}}
+        row["wins"] = int((diff["mean"] > 0).sum())
+        nonzero = diff["mean"][diff["mean"] != 0]
+        row["p"] = float(wilcoxon(nonzero).pvalue) if len(nonzero) >= 2 else float("nan")
+        rows.append(pd.Series(row, name=name))
+    df = pd.DataFrame(rows)
+    df.index.name = "method"
+    if output_prefix is not None:
+        prefix = pathlib.Path(output_prefix)
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(prefix.with_name(prefix.name + ".csv"), df.to_csv())
+        cols = [c for c in df.columns if c not in ("tracks", "wins", "p")]
+        header = ["vs method", "tracks", *[f"Δ {c}" for c in cols], f"{reference} ahead on", "Wilcoxon p"]
+        body = [[m, int(r["tracks"]), *[r[c] for c in cols], f"{int(r['wins'])}/{int(r['tracks'])}", f"{r['p']:.3g}"]
+                for m, r in df.iterrows()]
+        note = (f"\nΔ = {reference} minus the method, {metric} in dB, mean over the common tracks of per-track medians "
+                "over 1 s frames; Wilcoxon: two-sided signed-rank test of the per-track target means.\n")
+        write_text_atomic(prefix.with_name(prefix.name + ".md"), markdown_table(header, body) + note)
+    return df
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------------------------
@@ -369,6 +431,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--compare", nargs="+", metavar="DIR",
                         help="instead of evaluating: one table of these evaluation folders")
     parser.add_argument("--table", help="with --compare: write <TABLE>.csv and <TABLE>.md")
+    parser.add_argument("--paired", metavar="METHOD",
+                        help="with --compare: also compare METHOD track by track with each other method "
+                             "(mean difference, songs ahead, Wilcoxon p); with --table writes <TABLE>_paired.*")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     import pandas as pd
@@ -379,6 +444,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(df.to_string())
             if args.table:
                 print(f"wrote {args.table}.csv and {args.table}.md")
+            if args.paired:
+                prefix = f"{args.table}_paired" if args.table else None
+                print(paired(args.compare, args.paired, prefix).to_string())
+                if prefix:
+                    print(f"wrote {prefix}.csv and {prefix}.md")
             return 0
         missing = [f"--{k}" for k in ("root", "estimates", "output") if not getattr(args, k)]
         if missing:

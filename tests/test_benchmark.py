@@ -151,6 +151,22 @@ def test_compare_table_ranks_methods_and_marks_oracles(evaluated, tmp_path):
     assert (tmp_path / "cmp.csv").read_text().startswith("method,vocals,drums,bass,other,mean,MDX")
 
 
+def test_paired_comparison_differences_wins_and_files(evaluated, tmp_path):
+    dirs = [evaluated["dir"], *evaluated["oracles"]]
+    df = evaluate.paired(dirs, "noisy", tmp_path / "pair")
+    assert list(df.index) == ["MIX", "IRM2"]
+    noisy, mix = (evaluate.track_scores(d) for d in (evaluated["dir"], evaluated["oracles"][0]))
+    # by hand: mean over tracks of the per-track differences, and songs where noisy is ahead
+    assert df.loc["MIX", "vocals"] == pytest.approx((noisy["vocals"] - mix["vocals"]).mean())
+    assert df.loc["MIX", "mean"] == pytest.approx((noisy["mean"] - mix["mean"]).mean())
+    assert df.loc["MIX", "wins"] == 2 and df.loc["IRM2", "wins"] == 0 and df.loc["MIX", "tracks"] == 2
+    assert 0 < df.loc["MIX", "p"] <= 1  # two tracks: the smallest two-sided p is 0.5
+    md = (tmp_path / "pair.md").read_text()
+    assert "| MIX | 2 |" in md and "noisy ahead on" in md and "| 2/2 |" in md
+    with pytest.raises(ValueError, match="reference method 'nope'"):
+        evaluate.paired(dirs, "nope")
+
+
 # ------------------------------------------------------------------------------------------------- oracles
 
 
