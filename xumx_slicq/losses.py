@@ -34,8 +34,8 @@ from torch import Tensor, nn
 
 from .transforms import SliCQT
 
-__all__ = ["combination_subsets", "subset_matrix", "combination_loss", "subset_sisdr_loss", "unit_phasors",
-           "MultiDomainLoss"]
+__all__ = ["combination_subsets", "subset_matrix", "combination_loss", "gram_matrix", "combination_products",
+           "subset_sisdr_loss", "unit_phasors", "MultiDomainLoss"]
 
 SISDR_IMPLEMENTATIONS = ("gram", "auraloss")
 
@@ -106,6 +106,32 @@ def combination_loss(estimates: Sequence[Tensor], targets: Sequence[Tensor]) -> 
     return total / len(estimates)
 
 
+def gram_matrix(signals: Tensor) -> Tensor:
+    """Inner products of every pair of signals along time, in float64.
+
+    Args:
+        signals: ``(nb_samples, nb_signals, nb_channels, nb_timesteps)``.
+    Returns:
+        ``(nb_samples, nb_channels, nb_signals, nb_signals)``.
+    """
+    # channels before signals: (nb_samples, nb_channels, nb_signals, nb_timesteps)
+    x = signals.to(torch.float64).transpose(1, 2)
+    return x @ x.transpose(-1, -2)
+
+
+def combination_products(a: Tensor, gram: Tensor, b: Tensor) -> Tensor:
+    """``<sum_n a[k, n] x_n, sum_n b[k, n] x_n>`` for every row ``k``, from the Gram matrix of the ``x_n``.
+
+    Args:
+        a, b: coefficients ``(nb_combinations, nb_signals)``.
+        gram: ``(..., nb_signals, nb_signals)`` (see :func:`gram_matrix`).
+    Returns:
+        ``(..., nb_combinations)``.
+    """
+    a, b = a.to(dtype=gram.dtype, device=gram.device), b.to(dtype=gram.dtype, device=gram.device)
+    return torch.einsum("kn,...nm,km->...k", a, gram, b)
+
+
 def subset_sisdr_loss(est_wave: Tensor, ref_wave: Tensor, eps: float = 1e-8, zero_mean: bool = True) -> Tensor:
     """Mean negative SI-SDR (dB) of the target subsets' summed waveforms, from Gram matrices.
 
@@ -127,18 +153,15 @@ def subset_sisdr_loss(est_wave: Tensor, ref_wave: Tensor, eps: float = 1e-8, zer
     if zero_mean:
         e = e - e.mean(-1, keepdim=True)
         r = r - r.mean(-1, keepdim=True)
-    # estimates and references side by side, channels before targets: (nb_samples, nb_channels, 2K, nb_timesteps)
-    x = torch.cat([e, r], dim=1).transpose(1, 2)
-    gram = x @ x.transpose(-1, -2)  # (nb_samples, nb_channels, 2K, 2K)
+    # estimates and references side by side: (nb_samples, nb_channels, 2K, 2K)
+    gram = gram_matrix(torch.cat([e, r], dim=1))
     m = subset_matrix(nb_targets, dtype=torch.float64, device=gram.device)  # (nb_subsets, K)
 
-    def quad(block: Tensor) -> Tensor:  # (nb_samples, nb_channels, K, K) -> (nb_samples, nb_channels, nb_subsets)
-        return torch.einsum("sk,bckj,sj->bcs", m, block, m)
-
     k = nb_targets
-    ee = quad(gram[..., :k, :k])
-    er = quad(gram[..., :k, k:])
-    rr = quad(gram[..., k:, k:])
+    # (nb_samples, nb_channels, nb_subsets) each
+    ee = combination_products(m, gram[..., :k, :k], m)
+    er = combination_products(m, gram[..., :k, k:], m)
+    rr = combination_products(m, gram[..., k:, k:], m)
     alpha = er / (rr + eps)
     scaled = alpha.square() * rr  # |a r|^2
     residual = (ee - 2 * alpha * er + scaled).clamp_min(0.0)  # |e - a r|^2

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..losses import combination_loss, subset_matrix
+from ..losses import combination_loss, combination_products, gram_matrix, subset_matrix
 from ..losses import combination_subsets as _subsets
 from .stft import ISTFT, STFT, mix_phase
 
@@ -44,25 +44,6 @@ def combination_subsets(nb_targets: int) -> list[tuple[int, ...]]:
     if nb_targets < 2:
         raise ValueError(f"baselines/losses.py: a combination loss needs >= 2 targets, got {nb_targets}")
     return _subsets(nb_targets)
-
-
-def _gram(signals: torch.Tensor) -> torch.Tensor:
-    """Inner products of ``nb_signals`` signals, in float64 (the subset energies below are differences of
-    these, so float32 would cancel badly when an estimate is close to the mixture).
-
-    ``signals``: ``(nb_signals, nb_samples, nb_channels, nb_timesteps)`` -> ``(nb_samples, nb_channels,
-    nb_signals, nb_signals)``.
-    """
-    # (S, B, C, L) -> (B, C, S, L): one Gram matrix per sample and channel
-    v = signals.permute(1, 2, 0, 3).to(torch.float64)
-    return v @ v.transpose(-1, -2)
-
-
-def _quadratic(coefficients: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
-    """Inner products of linear combinations: ``coefficients`` ``(nb_combos, nb_signals)``, ``gram``
-    ``(..., nb_signals, nb_signals)`` -> ``(..., nb_combos, nb_combos)`` = ``A G Aᵀ``."""
-    a = coefficients.to(dtype=gram.dtype, device=gram.device)
-    return a @ gram @ a.transpose(0, 1)
 
 
 def mse_loss(est_mag: torch.Tensor, ref_mag: torch.Tensor) -> torch.Tensor:
@@ -135,27 +116,23 @@ def time_combination_loss(
         )
     nb_targets = est_wave.shape[1]
     matrix = subset_matrix(nb_targets)  # (K, S)
-    zeros, ones = torch.zeros(len(matrix), nb_targets), torch.ones(len(matrix), 1)
+    zeros, one = torch.zeros_like(matrix), torch.ones(len(matrix), 1)
     # every subset signal as a combination of the 2S + 1 signals [estimates, references, mixture]:
-    # ŷ = s·est, y = s·ref, z = mix - y, ẑ = mix - ŷ; each block (K, 2S + 1)
-    est_c = torch.cat([matrix, zeros, 0 * ones], dim=1)
-    ref_c = torch.cat([zeros, matrix, 0 * ones], dim=1)
-    noise = torch.cat([zeros, -matrix, ones], dim=1)
-    noise_est = torch.cat([-matrix, zeros, ones], dim=1)
-    # (B, S, C, L) x2 + (B, C, L) -> (2S + 1, B, C, L): the Gram matrix holds every inner product needed,
+    # ŷ = s·est, y = s·ref, z = mix - y, ẑ = mix - ŷ; each (K, 2S + 1)
+    est_c = torch.cat([matrix, zeros, 0 * one], dim=1)
+    ref_c = torch.cat([zeros, matrix, 0 * one], dim=1)
+    noise = torch.cat([zeros, -matrix, one], dim=1)
+    noise_est = torch.cat([-matrix, zeros, one], dim=1)
+    # (B, S, C, L) x2 + (B, 1, C, L) -> (B, 2S + 1, C, L): the Gram matrix holds every inner product needed,
     # so the (B, K, C, L) subset waveforms are never built (K = 14 for 4 targets)
-    signals = torch.cat([est_wave.transpose(0, 1), ref_wave.transpose(0, 1), mix_wave[None]], dim=0)
-    gram = _gram(signals)  # (B, C, 2S + 1, 2S + 1)
-    k = len(matrix)
-    q = _quadratic(torch.cat([est_c, ref_c, noise, noise_est], dim=0), gram)  # (B, C, 4K, 4K)
-    idx = torch.arange(k)
+    gram = gram_matrix(torch.cat([est_wave, ref_wave, mix_wave.unsqueeze(1)], dim=1))  # (B, C, 2S + 1, 2S + 1)
 
-    def dot(i, j):  # <block i, block j> per subset: (B, C, K); energies clamped against rounding below 0
-        return q[..., i * k + idx, j * k + idx]
+    def dot(a, b):  # (B, C, K); energies are clamped against rounding below 0
+        return combination_products(a, gram, b)
 
     wsdr = _wsdr_from_products(
-        dot(1, 1).clamp_min(0), dot(0, 0).clamp_min(0), dot(1, 0),
-        dot(2, 2).clamp_min(0), dot(3, 3).clamp_min(0), dot(2, 3), eps,
+        dot(ref_c, ref_c).clamp_min(0), dot(est_c, est_c).clamp_min(0), dot(ref_c, est_c),
+        dot(noise, noise).clamp_min(0), dot(noise_est, noise_est).clamp_min(0), dot(noise, noise_est), eps,
     )
     return wsdr.mean().to(est_wave.dtype)
 
