@@ -17,7 +17,7 @@ import pathlib
 import sys
 from typing import List, Optional, Sequence
 
-from benchmark.common import TARGETS, PathLike, markdown_table, write_text_atomic
+from benchmark.common import TARGETS, PathLike, markdown_table, save_figure_atomic, write_text_atomic
 from benchmark.evaluate import METRICS, load_frames, method_info
 
 MODEL_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#bcbd22")
@@ -63,7 +63,6 @@ def plot(df: "pandas.DataFrame", output: PathLike, level: str = "track",  # noqa
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
     if level not in ("track", "frames"):
@@ -102,12 +101,7 @@ def plot(df: "pandas.DataFrame", output: PathLike, level: str = "track",  # noqa
     note = f"; {'/'.join(clipped)} axis cut at {CLIP_DB:g} dB" if clipped else ""
     grid.figure.suptitle(title or f"BSS Eval v4 ({unit}); oracles in italics / warm colours{note}", y=1.0)
     grid.figure.tight_layout()
-    output = pathlib.Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.stem}.tmp.png")
-    grid.figure.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(grid.figure)
-    tmp.replace(output)
+    save_figure_atomic(grid.figure, output, dpi=110, bbox_inches="tight")
     return order
 
 

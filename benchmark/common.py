@@ -1,6 +1,6 @@
 """Small helpers shared by the quality benchmarks (evaluate, oracles, boxplot, speed, search).
 
-Reading a MUSDB18-HQ-layout track, atomic text/WAV writes, and a dependency-free markdown table.
+Reading a MUSDB18-HQ-layout track, atomic text/WAV/figure writes, and a dependency-free markdown table.
 """
 
 from __future__ import annotations
@@ -94,6 +94,23 @@ def write_wav_atomic(path: PathLike, audio: np.ndarray, rate: int = SAMPLE_RATE,
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def save_figure_atomic(fig, path: PathLike, **savefig_kwargs) -> None:
+    """Save a matplotlib figure to ``path`` through a hidden temporary file + ``os.replace`` (creating the
+    folder), then close it. ``savefig_kwargs`` go to ``fig.savefig`` (e.g. ``dpi=110, bbox_inches="tight"``)."""
+    import matplotlib.pyplot as plt
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        fig.savefig(tmp, **savefig_kwargs)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if tmp.exists():
+            tmp.unlink()
 
 
 def write_text_atomic(path: PathLike, text: str) -> None:

@@ -19,7 +19,7 @@ import pathlib
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from benchmark.common import PathLike, markdown_table, write_text_atomic
+from benchmark.common import PathLike, markdown_table, save_figure_atomic, write_text_atomic
 
 
 def run_arch(folder: PathLike) -> str:
@@ -97,12 +97,7 @@ def plot(records: Sequence[Dict[str, object]], output: PathLike, title: Optional
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    output = pathlib.Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.stem}.tmp{output.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(output)
+    save_figure_atomic(fig, output, dpi=110)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import pathlib
 import sys
 import time
@@ -33,7 +32,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from benchmark.common import TARGETS, json_save_atomic, markdown_table, write_text_atomic
+from benchmark.common import TARGETS, json_save_atomic, markdown_table, save_figure_atomic, write_text_atomic
 from benchmark.evaluate import mdx_sdr
 from benchmark.oracles import slicq_oracle, stft_oracle
 
@@ -213,10 +212,7 @@ def plot(result: Dict, path: str) -> None:
     fig.suptitle(f"random sliCQ search: {len(scored)} transforms scored on {n_tracks} clips "
                  f"(skipped {len(result['trials']) - len(scored)})", fontsize=10)
     fig.tight_layout()
-    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure_atomic(fig, path, dpi=110)
 
 
 def write_csv(result: Dict, path: pathlib.Path) -> None:

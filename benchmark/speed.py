@@ -40,7 +40,7 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
-from benchmark.common import json_save_atomic, markdown_table, write_text_atomic
+from benchmark.common import json_save_atomic, markdown_table, save_figure_atomic, write_text_atomic
 from benchmark.separator_speed import make_song, time_file_separation
 
 #: name -> (architecture, Wiener path, network backend, niter, label)
@@ -226,10 +226,7 @@ def plot(summary: Dict, path: str) -> None:
         ax2.set_title(f"peak memory, {CONFIGS[mem[0]['config']][4]}", fontsize=9)
         ax2.legend(fontsize=8)
     fig.tight_layout()
-    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure_atomic(fig, path, dpi=110, bbox_inches="tight")
 
 
 # --------------------------------------------------------------------------------------------------------------
