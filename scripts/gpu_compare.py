@@ -141,17 +141,22 @@ def lockstep_train(cmds: Dict[str, List[str]], run_dirs: Dict[str, Path], logdir
             target = max(done[k] for k in running) if now < min(deadline, cap_at + grace_s) else low
             log(f"time cap reached: epochs done {done}; every model stops at {target} epochs")
         if target is not None:
+            # a process at the target is frozen, not stopped, until all are there: one that finished another
+            # epoch between the read above and its SIGSTOP raises the target for the others (within the grace)
+            target = max([target] + [done[k] for k in running])
+            settle = time.time()  # from here a freeze only settles the read below; it is not waiting
             for k in running:
-                if done[k] >= target:
-                    set_paused(k, False)  # close the pause's account, then end it
-                    stop(procs[k])
-                else:
-                    set_paused(k, False)
-            if now >= min(deadline, cap_at + grace_s):
+                set_paused(k, done[k] >= target)
+            time.sleep(0.05)  # let the SIGSTOPs land: a frozen process writes no more history
+            done = {k: epochs_done(run_dirs[k]) for k in procs}
+            level = all(done[k] == target for k in running)
+            if level or now >= min(deadline, cap_at + grace_s):
                 for k in running:
-                    set_paused(k, False)
+                    if paused_since[k] is not None:  # killed frozen: a SIGCONT first would let it run on
+                        paused_s[k] += max(0.0, settle - paused_since[k])
                     stop(procs[k])
-                log(f"grace over: stopped {running} at epochs {[epochs_done(run_dirs[k]) for k in running]}")
+                log(f"{'all at the target' if level else 'grace over'}: stopped {running} at epochs "
+                    f"{[epochs_done(run_dirs[k]) for k in running]}")
                 break
         else:
             for k in running:
