@@ -18,7 +18,7 @@ from export.onnx_export import (ONNX_NAME, MaskGraph, ParityError, dummy_inputs,
 from tests.helpers import randomise_batchnorm
 from xumx_slicq.checkpoint import save_model
 from xumx_slicq.model import XUMXSliCQ
-from xumx_slicq.onnx_backend import OnnxNetwork, choose_providers, sidecar_path
+from xumx_slicq.onnx_backend import OnnxNetwork, choose_providers, session_options, sidecar_path
 from xumx_slicq.separator import Separator, load_separator
 from xumx_slicq.transforms import SliCQT
 
@@ -72,11 +72,20 @@ def test_onnxruntime_equals_torch_for_any_length_and_batch(exported, nb_samples,
     mags = [m * 3 for m in dummy_inputs(model, nb_slices, nb_samples, seed=nb_slices)]
     with torch.no_grad():
         ref = MaskGraph(model)(*mags)
-    for io_binding in (True, False):
-        got = OnnxNetwork(out / ONNX_NAME, device="cpu", threads=1, io_binding=io_binding).learned_masks(mags)
+    for io_binding, arena in ((True, False), (False, False), (True, True)):
+        got = OnnxNetwork(out / ONNX_NAME, device="cpu", threads=1, io_binding=io_binding,
+                          memory_arena=arena).learned_masks(mags)
         for a, b in zip(got, ref):
             assert a.shape == b.shape
             assert (a - b).abs().max() <= 1e-4 * b.abs().max()
+
+
+def test_session_options_arena_off_by_default():
+    so = session_options(threads=2)
+    assert so.enable_cpu_mem_arena is False and so.intra_op_num_threads == 2
+    assert session_options(threads=1, memory_arena=True).enable_cpu_mem_arena is True
+    with pytest.raises(ValueError, match="optimization"):
+        session_options(optimization="fast")
 
 
 def test_network_interface_matches_model(exported):
