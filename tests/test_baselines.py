@@ -267,6 +267,17 @@ def test_combination_subsets():
     assert all(0 < len(s) < 4 for s in subsets)
 
 
+def test_combination_losses_refuse_a_single_target():
+    # X-UMX's combination needs proper subsets; the sliCQ losses' one-target convention must not leak in
+    x = torch.rand(1, 1, 2, 100)
+    with pytest.raises(ValueError, match=">= 2 targets"):
+        combination_subsets(1)
+    with pytest.raises(ValueError, match=">= 2 targets"):
+        freq_combination_loss(x, x)
+    with pytest.raises(ValueError, match=">= 2 targets"):
+        time_combination_loss(x, x, x[:, 0])
+
+
 def test_combination_losses_match_brute_force():
     torch.manual_seed(9)
     est_mag, ref_mag = torch.rand(2, 4, 2, 33, 5), torch.rand(2, 4, 2, 33, 5)

@@ -39,10 +39,15 @@ __all__ = [
 ]
 
 
-def combination_subsets(nb_targets: int) -> list[tuple[int, ...]]:
-    """All non-empty proper subsets of ``range(nb_targets)``, by size then lexicographically (14 for 4)."""
+def _require_combinations(nb_targets: int) -> None:
+    """X-UMX's combination losses need proper subsets, hence >= 2 targets (the sliCQ losses accept one)."""
     if nb_targets < 2:
         raise ValueError(f"baselines/losses.py: a combination loss needs >= 2 targets, got {nb_targets}")
+
+
+def combination_subsets(nb_targets: int) -> list[tuple[int, ...]]:
+    """All non-empty proper subsets of ``range(nb_targets)``, by size then lexicographically (14 for 4)."""
+    _require_combinations(nb_targets)
     return _subsets(nb_targets)
 
 
@@ -63,7 +68,7 @@ def freq_combination_loss(est_mag: torch.Tensor, ref_mag: torch.Tensor) -> torch
     """
     if est_mag.shape != ref_mag.shape:
         raise ValueError(f"baselines/losses.py: shape mismatch {tuple(est_mag.shape)} vs {tuple(ref_mag.shape)}")
-    combination_subsets(est_mag.shape[1])  # >= 2 targets
+    _require_combinations(est_mag.shape[1])
     # the sliCQ model's combination MSE on one "block": the same definition, computed without the 14 sums
     return combination_loss([est_mag], [ref_mag])
 
@@ -114,13 +119,14 @@ def time_combination_loss(
         raise ValueError(
             f"baselines/losses.py: mixture {tuple(mix_wave.shape)} does not match estimates {tuple(est_wave.shape)}"
         )
-    nb_targets = est_wave.shape[1]
-    matrix = subset_matrix(nb_targets)  # (K, S)
-    zeros, one = torch.zeros_like(matrix), torch.ones(len(matrix), 1)
+    _require_combinations(est_wave.shape[1])
+    matrix = subset_matrix(est_wave.shape[1])  # (K, S)
+    zeros = torch.zeros_like(matrix)
+    none, one = torch.zeros(len(matrix), 1), torch.ones(len(matrix), 1)  # the mixture's coefficient
     # every subset signal as a combination of the 2S + 1 signals [estimates, references, mixture]:
     # ŷ = s·est, y = s·ref, z = mix - y, ẑ = mix - ŷ; each (K, 2S + 1)
-    est_c = torch.cat([matrix, zeros, 0 * one], dim=1)
-    ref_c = torch.cat([zeros, matrix, 0 * one], dim=1)
+    est_c = torch.cat([matrix, zeros, none], dim=1)
+    ref_c = torch.cat([zeros, matrix, none], dim=1)
     noise = torch.cat([zeros, -matrix, one], dim=1)
     noise_est = torch.cat([-matrix, zeros, one], dim=1)
     # (B, S, C, L) x2 + (B, 1, C, L) -> (B, 2S + 1, C, L): the Gram matrix holds every inner product needed,
