@@ -160,7 +160,7 @@ class Separator(nn.Module):
             else the cached one; ``onnxruntime`` exports it into the cache on first use).
         model_dir: where the model came from (looked in for ``xumx_slicq.onnx``).
         onnx_options: :class:`~xumx_slicq.onnx_backend.OnnxNetwork` options (``threads``, ``optimization``,
-            ``io_binding``, ``parallel``, ``device``).
+            ``io_binding``, ``parallel``, ``memory_arena``, ``device``).
 
     Attributes ``backend`` and ``wiener`` hold the resolved choices (never ``"auto"``); ``backend_timings``
     the measurement behind an ``"auto"`` choice.
