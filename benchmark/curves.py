@@ -3,9 +3,9 @@ against the number of training examples seen, one panel per architecture (their 
 
     python -m benchmark curves --runs runs/gpu1/umx runs/cpu2/umx runs/gpu1/xumx-slicq --output docs/curves.png
 
-Each ``--runs`` folder is a training output (``history.json``; the architecture is read from its ``<arch>.json``,
-else taken from the folder name). Runs of one architecture share a panel, which is how a rerun is compared with
-the original (e.g. the same recipe on a GPU and on a CPU: same examples, so the curves should coincide).
+Each ``--runs`` folder is a training output (``history.json``; the architecture is that of its saved model
+``<arch>.json``, else the folder name). Runs of one architecture share a panel, which is how a rerun is compared
+with the original (e.g. the same recipe on a GPU and on a CPU: same examples, so the curves should coincide).
 
 Also writes ``<output stem>.csv`` (one row per run and epoch) and ``<output stem>.md`` (per run: epochs,
 examples seen, training hours, best validation loss and its epoch).
@@ -20,21 +20,16 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 from benchmark.common import PathLike, markdown_table, save_figure_atomic, write_text_atomic
+from xumx_slicq.checkpoint import find_model
 
 
 def run_arch(folder: PathLike) -> str:
-    """The architecture of a training output folder: ``arch`` of its model JSON, else the folder name."""
-    folder = pathlib.Path(folder)
-    for meta in sorted(folder.glob("*.json")):
-        if meta.name == "history.json":
-            continue
-        try:
-            arch = json.loads(meta.read_text()).get("arch")
-        except (json.JSONDecodeError, AttributeError):
-            continue
-        if arch:
-            return str(arch)
-    return folder.name
+    """The architecture of a training output folder: the model it saved (``<arch>.json``, found as the
+    separator finds it), else the folder name."""
+    try:
+        return find_model(folder)[0]
+    except FileNotFoundError:
+        return pathlib.Path(folder).name
 
 
 def load_run(folder: PathLike, label: Optional[str] = None) -> List[Dict[str, object]]:
