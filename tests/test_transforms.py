@@ -295,3 +295,19 @@ def test_cuda_matches_cpu(bark):
     y = bark.inverse(gpu, 44100).cpu()
     assert ((y - x).pow(2).mean().sqrt() / x.pow(2).mean().sqrt()) < 1e-6
     bark.to("cpu")
+
+
+def test_mix_phase_broadcasts_over_targets_and_handles_zero():
+    from xumx_slicq.transforms import mix_phase, unit_phasor
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(2, 2, 3, 4, 5, dtype=torch.complex64, generator=g)  # (nb_samples, nb_channels, bins, slices, T)
+    ref[0, 0, 0, 0, 0] = 0
+    mag = torch.rand(2, 4, 2, 3, 4, 5, generator=g)  # (nb_samples, nb_targets, nb_channels, ...)
+    out = mix_phase(mag, ref)
+    expected = torch.polar(mag, torch.angle(ref).unsqueeze(1).expand_as(mag))
+    assert out.shape == mag.shape and torch.allclose(out, expected, atol=1e-6)
+    assert out[0, :, 0, 0, 0, 0].imag.abs().max() == 0  # zero mixture: phase 0
+    assert torch.allclose(unit_phasor(ref).abs()[ref != 0], torch.ones(1))
+    same = mix_phase(mag[:, 0], ref)  # same shapes: no broadcast
+    assert torch.allclose(same, expected[:, 0], atol=1e-6)

@@ -44,6 +44,8 @@ __all__ = [
     "magnitude_phase",
     "polar",
     "apply_phase",
+    "unit_phasor",
+    "mix_phase",
     "overlap_add",
     "overlap_add_length",
 ]
@@ -267,6 +269,29 @@ def magnitude_phase(blocks: Sequence[Tensor]) -> Tuple[List[Tensor], List[Tensor
 def polar(magnitudes: Sequence[Tensor], phases: Sequence[Tensor]) -> List[Tensor]:
     """Recombine magnitudes and phases into complex blocks (inverse of :func:`magnitude_phase`)."""
     return [torch.polar(m, p.to(m.dtype)) for m, p in zip(magnitudes, phases)]
+
+
+def unit_phasor(spec: Tensor) -> Tensor:
+    """``spec / |spec|``, detached (the phase as a constant), 1 where ``spec == 0`` (as ``angle(0) = 0``).
+
+    Any shape; complex in, complex out.
+    """
+    spec = spec.detach()
+    mag = spec.abs()
+    return torch.where(mag > 0, spec / mag.clamp_min(torch.finfo(mag.dtype).tiny), torch.ones_like(spec))
+
+
+def mix_phase(magnitude: Tensor, reference: Tensor) -> Tensor:
+    """The mix-phase estimate: a real ``magnitude`` with the phase of a complex ``reference`` (the mixture).
+
+    ``magnitude`` may carry extra dimensions after the sample axis (targets): e.g.
+    ``(nb_samples, nb_targets, nb_channels, ...)`` with a ``(nb_samples, nb_channels, ...)`` reference, whose
+    phase then broadcasts over the targets. Same-shape inputs are fine too.
+    """
+    phasor = unit_phasor(reference)
+    while phasor.dim() < magnitude.dim():
+        phasor = phasor.unsqueeze(1)  # (nb_samples, 1, ...): broadcast over the target axis
+    return magnitude.to(phasor.dtype) * phasor
 
 
 def apply_phase(magnitudes: Sequence[Tensor], reference: Sequence[Tensor]) -> List[Tensor]:
