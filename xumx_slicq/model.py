@@ -29,8 +29,7 @@ Design choices (documented, all checked by tests/test_model.py):
   ``nb_targets * channels``: mathematically the same as independent per-target stacks (BatchNorm is per
   channel, grouped convolutions never mix groups; a test perturbs one target's weights and checks the others'
   masks do not move), with the same parameter count, but 51 instead of 204 layer stacks to launch (fewer kernel
-  launches on a GPU). On this 2-core CPU (one thread, batch 8 x 1 s) a training step measured the same as with
-  separate stacks (5.2 vs 5.1 s).
+  launches on a GPU; no slower on a CPU, see docs/export.md).
 * **Input normalisation** is ``(x - input_mean) * input_scale`` (the project's baseline convention; the original
   wrote ``(x + mean) * scale`` with ``mean`` initialised to minus the data mean - the same model). The statistics
   come from the overlap-add view, the very tensor the first convolution sees (:func:`init_input_scaler`).
@@ -196,9 +195,8 @@ class BlockNet(nn.Module):
         x = (x.unsqueeze(1) - self.input_mean[:, None, :, None]) * self.input_scale[:, None, :, None]
         # targets x channels as convolution channels, target-major (group k = target k)
         x = x.reshape(nb_samples, self.nb_targets * nb_channels, nb_bins, x.shape[-1])
-        # Inference computes the transposed convolutions as padded convolutions (faster on long inputs, and peak
-        # memory 1.9 -> 1.4 GB on 36 s segments); training keeps the native ones, whose backward pass is ~2x faster
-        # on CPU (measured: batch 16 x 1 s, backward 3.6 s vs 6.4 s).
+        # Inference computes the transposed convolutions as padded convolutions (faster on long inputs, lower peak
+        # memory); training keeps the native ones, whose backward pass is faster (docs/export.md)
         as_conv = not torch.is_grad_enabled()
         for layer in self.layers:
             x = transposed_conv_as_conv(x, layer) if as_conv and isinstance(layer, nn.ConvTranspose2d) else layer(x)
