@@ -29,7 +29,7 @@ Design choices (documented, all checked by tests/test_model.py):
   ``nb_targets * channels``: mathematically the same as independent per-target stacks (BatchNorm is per
   channel, grouped convolutions never mix groups; a test perturbs one target's weights and checks the others'
   masks do not move), with the same parameter count, but 51 instead of 204 layer stacks to launch (fewer kernel
-  launches on a GPU; no slower on a CPU, see docs/export.md).
+  launches on a GPU; the same training cost on a CPU, see docs/export.md).
 * **Input normalisation** is ``(x - input_mean) * input_scale`` (the project's baseline convention; the original
   wrote ``(x + mean) * scale`` with ``mean`` initialised to minus the data mean - the same model). The statistics
   come from the overlap-add view, the very tensor the first convolution sees (:func:`init_input_scaler`).
