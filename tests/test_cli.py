@@ -47,3 +47,12 @@ def test_transform_demo_reports_unreadable_file(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "benchmark", "transform-demo", str(bad)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "bad.wav" in proc.stderr
+
+
+def test_every_benchmark_subcommand_is_a_module_with_main():
+    import importlib
+
+    from benchmark.__main__ import SUBCOMMANDS
+
+    for name, (module, _) in SUBCOMMANDS.items():
+        assert callable(getattr(importlib.import_module(module), "main", None)), name
