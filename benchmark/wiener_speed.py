@@ -26,8 +26,9 @@ import os
 import platform
 import sys
 import tempfile
-import time
-from typing import Callable, Dict, List
+from typing import Dict
+
+from xumx_slicq.timing import Timing, time_calls
 
 
 def _parse(argv=None) -> argparse.Namespace:
@@ -53,22 +54,11 @@ def _parse(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _time(fn: Callable[[], object], repeats: int) -> Dict[str, object]:
-    """First call separately, then `repeats` timed calls; wall and process CPU seconds."""
-    t0, c0 = time.perf_counter(), time.process_time()
-    result = fn()
-    first = time.perf_counter() - t0
-    first_cpu = time.process_time() - c0
-    walls: List[float] = []
-    cpus: List[float] = []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        result = fn()
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    return {"first_call_s": first, "first_call_cpu_s": first_cpu, "wall_s": walls, "cpu_s": cpus,
-            "wall_min_s": min(walls) if walls else None, "cpu_min_s": min(cpus) if cpus else None,
-            "_result": result}
+def _record(timing: Timing) -> Dict[str, object]:
+    """:meth:`Timing.record` plus this benchmark's ``wall_min_s`` / ``cpu_min_s`` (fastest wall and CPU time of
+    the timed calls, None without any)."""
+    return {**timing.record(), "wall_min_s": min(timing.wall_s) if timing.wall_s else None,
+            "cpu_min_s": min(timing.cpu_s) if timing.cpu_s else None}
 
 
 def main(argv=None) -> int:
@@ -120,13 +110,13 @@ def main(argv=None) -> int:
         tgt_t, mix_t = torch.from_numpy(tgt), torch.from_numpy(mix)
         print(f"dense: wiener on ({frames}, {nb_bins}, {args.channels}, {args.sources}) "
               f"= {nb_slices} slices x {max_t}, {args.dtype}, {args.threads} threads", flush=True)
-        num = _time(lambda: wiener_numba(tgt, mix, **opts), args.repeats)
-        tor = _time(lambda: wiener(tgt_t, mix_t, **opts).numpy(), args.repeats)
-        err = rel(num.pop("_result"), tor.pop("_result"))
+        num = time_calls(lambda: wiener_numba(tgt, mix, **opts), args.repeats)
+        tor = time_calls(lambda: wiener(tgt_t, mix_t, **opts).numpy(), args.repeats)
+        err = rel(num.result, tor.result)
         report["workloads"]["dense"] = {"shape": [frames, nb_bins, args.channels, args.sources],
-                                        "nb_slices": nb_slices, "torch": tor, "numba": num,
+                                        "nb_slices": nb_slices, "torch": _record(tor), "numba": _record(num),
                                         "numba_vs_torch_rel_err": err}
-        del tgt, mix, tgt_t, mix_t
+        del tgt, mix, tgt_t, mix_t, num, tor
 
     if args.mode in ("matrix", "both"):
         nb_slices = slicqt.nb_slices(int(round(args.seconds * slicqt.sample_rate)))
@@ -140,13 +130,13 @@ def main(argv=None) -> int:
         print(f"matrix: wiener_matrix on (1, {args.channels}, {nb_bins}, {nb_slices}, {max_t}), "
               f"{int(lengths.sum()) * nb_slices} valid coefficients per channel, window {args.window} slices",
               flush=True)
-        num = _time(lambda: wiener_matrix(tgt, mix, lengths, window_frames=args.window, backend="numba", **opts),
-                    args.repeats)
-        tor = _time(lambda: wiener_matrix(tgt_t, mix_t, lengths_t, window_frames=args.window, backend="torch",
-                                          **opts).numpy(), args.repeats)
-        err = rel(num.pop("_result"), tor.pop("_result"))
+        num = time_calls(lambda: wiener_matrix(tgt, mix, lengths, window_frames=args.window, backend="numba",
+                                               **opts), args.repeats)
+        tor = time_calls(lambda: wiener_matrix(tgt_t, mix_t, lengths_t, window_frames=args.window, backend="torch",
+                                               **opts).numpy(), args.repeats)
+        err = rel(num.result, tor.result)
         report["workloads"]["matrix"] = {"shape": [1, args.channels, nb_bins, nb_slices, max_t],
-                                         "nb_slices": nb_slices, "torch": tor, "numba": num,
+                                         "nb_slices": nb_slices, "torch": _record(tor), "numba": _record(num),
                                          "numba_vs_torch_rel_err": err}
 
     report["load_average_at_end"] = list(os.getloadavg())
