@@ -159,7 +159,6 @@ def profile(model, model_dir: str, onnx_path: str, audio, audio_desc: str, niter
     from export.onnx_export import relative_error
     from xumx_slicq.filtering import wiener_blocks
     from xumx_slicq.onnx_backend import OnnxNetwork
-    from xumx_slicq.filtering import wiener_blocks_numba
     from xumx_slicq.transforms import SliCQT
 
     torch.set_num_threads(threads)
@@ -209,12 +208,10 @@ def profile(model, model_dir: str, onnx_path: str, audio, audio_desc: str, niter
         r = _timer(lambda: wiener_blocks(est_torch, mix, backend="torch", **opts), repeats)
         out_torch = r["result"]
         stages["wiener_torch"] = r["timing"]
-        r = _timer(lambda: wiener_blocks_numba(est_torch, mix, **opts), repeats)
+        r = _timer(lambda: wiener_blocks(est_torch, mix, backend="numba", **opts), repeats)
         stages["wiener_numba"] = r["timing"]
         parity_numba = relative_error([torch.view_as_real(o) for o in r["result"]],
                                       [torch.view_as_real(o) for o in out_torch])
-        r_old = _timer(lambda: wiener_blocks(est_torch, mix, backend="numba", **opts), repeats)
-        stages["wiener_numba_filtering"] = r_old["timing"]
 
         r = _timer(lambda: slicqt.inverse(out_torch, length), repeats)
         stages["inverse_slicq"] = r["timing"]
@@ -235,7 +232,6 @@ def profile(model, model_dir: str, onnx_path: str, audio, audio_desc: str, niter
                         "numba_cpu_s": stages["wiener_numba"]["best_cpu_s"],
                         "numba_first_call_s": stages["wiener_numba"]["first_call_s"],
                         "numba_compile_s": max(0.0, stages["wiener_numba"]["first_call_s"] - wn),
-                        "numba_filtering_wiener_blocks_s": stages["wiener_numba_filtering"]["best_s"],
                         "goal_ratio": 0.5, "iterations": niter}
     report["parity"] = {"onnxruntime": parity_ort, "onnxruntime_estimates": parity_ort_est,
                         "numba": parity_numba,
@@ -275,7 +271,6 @@ def format_table(report: Dict[str, Any]) -> str:
         row("Wiener-EM, numba (block kernel)", "wiener_numba",
             f"{report['wiener']['ratio']:.2f}x torch (goal <= 0.5), parity {report['parity']['numba']:.1e}, "
             f"first call {report['wiener']['numba_first_call_s']:.2f} s"),
-        row("Wiener-EM, numba (filtering.py)", "wiener_numba_filtering", "previous numba path, for reference"),
         row("inverse sliCQ", "inverse_slicq"),
     ]
     for name, v in report["network"].get("tuning_variants", {}).items():

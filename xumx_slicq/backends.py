@@ -26,7 +26,7 @@ import numba
 import torch
 from torch import nn
 
-from .filtering import wiener_blocks, wiener_blocks_numba
+from .filtering import wiener_blocks
 from .transforms import SliCQT
 
 PathLike = Union[str, os.PathLike]
@@ -132,10 +132,8 @@ def measure_backends(model: nn.Module, onnx_path: Optional[PathLike], niter: int
         if niter > 0:
             est = model(mags)
             opts = dict(iterations=niter, softmask=softmask, residual=residual)
-            fns = {"torch": lambda: wiener_blocks(est, mix, backend="torch", **opts),
-                   "numba": lambda: wiener_blocks_numba(est, mix, **opts)}
             for w in wiener_candidates:
-                wiener[w] = _timed(fns[w])
+                wiener[w] = _timed(lambda w=w: wiener_blocks(est, mix, backend=w, **opts))
     best = {"network": min(network, key=network.get), "wiener": min(wiener, key=wiener.get) if wiener else "off"}
     return {"network": network, "wiener": wiener, "best": best, "seconds": seconds}
 
