@@ -146,7 +146,7 @@ def profile(model, model_dir: str, onnx_path: str, audio, audio_desc: str, niter
     import soundfile as sf
     import torch
 
-    from xumx_slicq.filtering import wiener_blocks, wiener_blocks_numba
+    from xumx_slicq.filtering import wiener_blocks
     from xumx_slicq.onnx_backend import OnnxNetwork
     from xumx_slicq.onnx_export import relative_error
     from xumx_slicq.transforms import SliCQT
@@ -198,12 +198,10 @@ def profile(model, model_dir: str, onnx_path: str, audio, audio_desc: str, niter
         t = time_calls(lambda: wiener_blocks(est_torch, mix, backend="torch", **opts), repeats)
         out_torch = t.result
         stages["wiener_torch"] = t.record()
-        t = time_calls(lambda: wiener_blocks_numba(est_torch, mix, **opts), repeats)
+        t = time_calls(lambda: wiener_blocks(est_torch, mix, backend="numba", **opts), repeats)
         stages["wiener_numba"] = t.record()
         parity_numba = relative_error([torch.view_as_real(o) for o in t.result],
                                       [torch.view_as_real(o) for o in out_torch])
-        t = time_calls(lambda: wiener_blocks(est_torch, mix, backend="numba", **opts), repeats)
-        stages["wiener_numba_filtering"] = t.record()
 
         t = time_calls(lambda: slicqt.inverse(out_torch, length), repeats)
         stages["inverse_slicq"] = t.record()
@@ -224,7 +222,6 @@ def profile(model, model_dir: str, onnx_path: str, audio, audio_desc: str, niter
                         "numba_cpu_s": stages["wiener_numba"]["best_cpu_s"],
                         "numba_first_call_s": stages["wiener_numba"]["first_call_s"],
                         "numba_compile_s": max(0.0, stages["wiener_numba"]["first_call_s"] - wn),
-                        "numba_filtering_wiener_blocks_s": stages["wiener_numba_filtering"]["best_s"],
                         "goal_ratio": 0.5, "iterations": niter}
     report["parity"] = {"onnxruntime": parity_ort, "onnxruntime_estimates": parity_ort_est,
                         "numba": parity_numba,
@@ -264,7 +261,6 @@ def format_table(report: Dict[str, Any]) -> str:
         row("Wiener-EM, numba (block kernel)", "wiener_numba",
             f"{report['wiener']['ratio']:.2f}x torch (goal <= 0.5), parity {report['parity']['numba']:.1e}, "
             f"first call {report['wiener']['numba_first_call_s']:.2f} s"),
-        row("Wiener-EM, numba (filtering.py)", "wiener_numba_filtering", "previous numba path, for reference"),
         row("inverse sliCQ", "inverse_slicq"),
     ]
     for name, v in report["network"].get("tuning_variants", {}).items():

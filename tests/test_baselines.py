@@ -1,7 +1,6 @@
 """Tests of the UMX / X-UMX baselines: STFT front-end, models, losses, inference helper."""
 
 import copy
-import importlib.util
 import itertools
 import json
 
@@ -27,7 +26,6 @@ from xumx_slicq.baselines import (
 from xumx_slicq.baselines.losses import combination_subsets
 
 TARGETS = ("vocals", "drums", "bass", "other")
-HAS_FILTERING = importlib.util.find_spec("xumx_slicq.filtering") is not None
 
 # a small configuration for the behavioural tests (the full one is used where sizes matter)
 SMALL = dict(n_fft=256, n_hop=64, max_bin=90, hidden_size=16)
@@ -415,9 +413,8 @@ def test_separate_rejects_bad_input():
         model.separate(torch.randn(2, 1000))
 
 
-@pytest.mark.skipif(not HAS_FILTERING, reason="xumx_slicq/filtering.py not present yet")
 def test_separate_with_wiener_em():
-    from xumx_slicq.filtering import wiener
+    from xumx_slicq.wiener import wiener
 
     torch.manual_seed(15)
     model = UMX(**SMALL).eval().double()

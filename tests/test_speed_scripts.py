@@ -43,11 +43,11 @@ def test_wiener_speed_keeps_its_json_keys(tmp_path):
     out = tmp_path / "wiener_speed.json"
     threads = numba.get_num_threads()
     try:
-        assert wiener_speed.main(["--mode", "matrix", "--seconds", "0.5", "--repeats", "1", "--threads", "1",
+        assert wiener_speed.main(["--mode", "blocks", "--seconds", "0.5", "--repeats", "1", "--threads", "1",
                                   "--output", str(out)]) == 0
     finally:
         numba.set_num_threads(threads)  # the script sets the process's numba threads
-    w = json.loads(out.read_text())["workloads"]["matrix"]
+    w = json.loads(out.read_text())["workloads"]["blocks"]
     for backend in ("torch", "numba"):
         t = w[backend]
         assert len(t["wall_s"]) == len(t["cpu_s"]) == 1 and t["first_call_s"] > 0

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .files import write_json
-from .filtering import wiener_blocks, wiener_blocks_numba
+from .filtering import wiener_blocks
 from .onnx_backend import ONNX_NAME, OnnxNetwork, cuda_driver_present, is_current, weights_digest
 from .onnx_export import load_or_export
 from .timing import time_calls
@@ -115,10 +115,8 @@ def measure_backends(model: nn.Module, onnx_path: Optional[PathLike], niter: int
         if niter > 0:
             est = model(mags)
             opts = dict(iterations=niter, softmask=softmask, residual=residual)
-            fns = {"torch": lambda: wiener_blocks(est, mix, backend="torch", **opts),
-                   "numba": lambda: wiener_blocks_numba(est, mix, **opts)}
             for w in wiener_candidates:
-                wiener[w] = time_calls(fns[w]).best_s
+                wiener[w] = time_calls(lambda w=w: wiener_blocks(est, mix, backend=w, **opts)).best_s
     best = {"network": min(network, key=network.get), "wiener": min(wiener, key=wiener.get) if wiener else "off"}
     return {"network": network, "wiener": wiener, "best": best, "seconds": seconds}
 

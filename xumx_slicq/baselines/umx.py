@@ -202,7 +202,7 @@ def wiener_postprocess(
 
     ``niter == 0`` is handled here without the EM code: mixture phase on the estimates (or, with
     ``softmask``, ratio masks applied to the mixture). ``niter >= 1`` calls
-    ``xumx_slicq.filtering.wiener`` (multichannel Wiener-EM) on windows of ``wiener_win_len`` frames.
+    ``xumx_slicq.wiener.wiener`` (multichannel Wiener-EM) on windows of ``wiener_win_len`` frames.
 
     Args:
         est_mag: real ``(nb_samples, nb_targets, nb_channels, nb_bins, nb_frames)``.
@@ -234,10 +234,10 @@ def wiener_postprocess(
         return y
 
     try:
-        from xumx_slicq.filtering import wiener
+        from xumx_slicq.wiener import wiener
     except ImportError as exc:  # pragma: no cover - depends on the other module being present
         raise RuntimeError(
-            "baselines/umx.py: niter >= 1 needs xumx_slicq/filtering.py (wiener); "
+            "baselines/umx.py: niter >= 1 needs xumx_slicq/wiener.py (wiener); "
             f"it could not be imported ({exc}). Use niter=0 for mixture-phase output."
         ) from exc
 
