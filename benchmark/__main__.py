@@ -11,7 +11,7 @@ import sys
 # subcommand -> (module, one-line description)
 SUBCOMMANDS = {
     "transform": ("benchmark.transform_speed", "sliCQT forward+inverse vs nsgt 0.19 vs torch STFT"),
-    "wiener": ("benchmark.wiener_speed", "Wiener-EM on the sliCQ matrix: torch vs numba"),
+    "wiener": ("benchmark.wiener_speed", "Wiener-EM on sliCQ-sized inputs: torch vs numba"),
     "separator": ("benchmark.separator_speed", "separation time and peak memory of xumx-sliCQ, file to file"),
     "loss": ("benchmark.loss_cost", "training step cost with and without the time-domain SI-SDR term"),
     "data": ("benchmark.data_throughput", "training data loader throughput (samples/s)"),

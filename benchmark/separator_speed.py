@@ -1,8 +1,8 @@
 """Separation speed and peak memory of the xumx-sliCQ separator, file to file (streaming).
 
 Each measurement runs in its own subprocess, so peak RSS (``ru_maxrss``) is that run's alone. The input is a
-song of the requested length: the demo songs (``data/test/*/mixture.wav``) concatenated and repeated, or, when
-they are missing, a reproducible noisy chord.
+song of the requested length: the demo signal (:func:`xumx_slicq.audio.demo_signal`: the demo songs
+``data/test/*/mixture.wav`` concatenated, or, when they are missing, a reproducible noisy chord), repeated.
 
     python -m benchmark.separator_speed --minutes 3 --wiener off torch numba --memory-minutes 3 10 20
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import json
 import os
 import platform
@@ -25,25 +24,18 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
+from xumx_slicq.audio import demo_signal
 
 SR = 44100
 
 
 def make_song(path: str, minutes: float) -> None:
-    """Write a stereo 16-bit song of ``minutes`` minutes to ``path``."""
+    """Write a stereo 16-bit song of ``minutes`` minutes to ``path``: the demo signal, repeated (written piece by
+    piece, so a long song never sits in memory)."""
     import soundfile as sf
 
     n = int(minutes * 60 * SR)
-    sources = sorted(glob.glob("data/test/*/mixture.wav"))
-    if sources:
-        parts = [sf.read(s, dtype="float32", always_2d=True)[0] for s in sources]
-        base = np.concatenate(parts)
-    else:
-        rng = np.random.default_rng(0)
-        t = np.arange(30 * SR) / SR
-        chord = sum(np.sin(2 * np.pi * f * t) for f in (110.0, 138.6, 164.8, 440.0))
-        base = np.stack([0.1 * chord + 0.03 * rng.standard_normal(len(t))] * 2, axis=1).astype(np.float32)
+    base, _ = demo_signal("data/test")  # (nb_timesteps, 2) float32
     reps = -(-n // len(base))
     with sf.SoundFile(path, "w", samplerate=SR, channels=2, subtype="PCM_16") as f:
         for _ in range(reps):

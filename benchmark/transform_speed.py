@@ -15,28 +15,28 @@ import os
 import platform
 import statistics
 import sys
-import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
+from xumx_slicq.audio import demo_audio
+from xumx_slicq.timing import time_calls
 from xumx_slicq.transforms import SliCQT
 
 
-def _time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> List[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
+def _time(fn: Callable[[], object], repeats: int, warmup: bool = True) -> List[float]:
+    """Wall seconds of ``repeats`` calls of ``fn`` (:func:`xumx_slicq.timing.time_calls`), after a warm-up call
+    unless ``warmup`` is False (then the first call is one of the ``repeats``)."""
+    if warmup:
+        return time_calls(fn, repeats).wall_s
+    timing = time_calls(fn, repeats - 1)
+    return [timing.first_s, *timing.wall_s]
 
 
 def _load_audio(path: Optional[str], seconds: float, rate: int) -> np.ndarray:
-    """(nb_channels, nb_timesteps) float64: a file's first seconds, or a reproducible noisy chord."""
+    """(nb_channels, nb_timesteps) float64: a file's first seconds, or the demo chord
+    (:func:`xumx_slicq.audio.demo_audio` without demo songs)."""
     if path:
         import soundfile as sf
 
@@ -44,10 +44,8 @@ def _load_audio(path: Optional[str], seconds: float, rate: int) -> np.ndarray:
         if file_rate != rate:
             raise SystemExit(f"error: {path} is {file_rate} Hz; this benchmark needs {rate} Hz")
         return np.ascontiguousarray(audio.T)
-    rng = np.random.default_rng(0)
-    t = np.arange(int(seconds * rate)) / rate
-    chord = sum(np.sin(2 * np.pi * f * t) for f in (110.0, 138.6, 164.8, 440.0))
-    return np.stack([0.1 * chord + 0.05 * rng.standard_normal(len(t)) for _ in range(2)])
+    audio, _ = demo_audio(seconds, root=None)  # (nb_timesteps, 2) float32 at 44.1 kHz
+    return np.ascontiguousarray(audio.T, dtype=np.float64)
 
 
 def run(seconds: float, repeats: int, audio_path: Optional[str], with_reference: bool, threads: int) -> Dict:
@@ -98,7 +96,7 @@ def run(seconds: float, repeats: int, audio_path: Optional[str], with_reference:
         coefs = ref_forward()
         rf = _time(ref_forward, max(1, repeats // 3))
         ri = _time(lambda: ref_inverse(coefs), max(1, repeats // 3))
-        rb = _time(lambda: ref_inverse(ref_forward()), max(1, repeats // 3), warmup=0)
+        rb = _time(lambda: ref_inverse(ref_forward()), max(1, repeats // 3), warmup=False)
         rec = ref_inverse(coefs)
         results["nsgt_0.19"] = dict(forward_s=min(rf), inverse_s=min(ri), total_s=min(rb),
                                     total_median_s=statistics.median(rb),

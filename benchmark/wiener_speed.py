@@ -1,12 +1,11 @@
 """Time the Wiener-EM backends (torch vs numba) on sliCQ-sized inputs.
 
-Two workloads, both shaped like the default Bark-262 sliCQ (263 bins, max_T 292, 18,640 valid
-coefficients per slice and channel):
+Both workloads run :func:`xumx_slicq.filtering.wiener_blocks` with ``backend="torch"`` and ``"numba"`` on inputs
+shaped like the default Bark-262 sliCQ (263 bins, max_T 292, 18,640 valid coefficients per slice and channel):
 
-* ``dense``: :func:`xumx_slicq.filtering.wiener` / ``wiener_numba`` on the zero-padded matrix flattened
-  into STFT layout, `(nb_slices * max_T, 263, nb_channels, nb_sources)` -- what the original xumx-sliCQ ran.
-* ``matrix``: :func:`xumx_slicq.filtering.wiener_matrix` with both backends on
-  `(1, nb_channels, 263, nb_slices, max_T)`, valid coefficients only.
+* ``dense``: the zero-padded matrix flattened into frames, one block `(1, nb_channels, 263, 1, nb_slices * max_T)`
+  -- the STFT-like layout `(nb_slices * max_T, 263, nb_channels, nb_sources)` that the original xumx-sliCQ ran.
+* ``blocks``: the ragged sliCQ blocks of random audio, valid coefficients only -- what the separator runs.
 
 The first numba call of a process includes compilation (or loading the on-disk cache); it is reported
 separately from the steady-state times.  ``--fresh-cache`` points numba at an empty cache folder so the first
@@ -26,15 +25,16 @@ import os
 import platform
 import sys
 import tempfile
-import time
-from typing import Callable, Dict, List
+from typing import Dict
+
+from xumx_slicq.timing import Timing, time_calls
 
 
 def _parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--mode", choices=("dense", "matrix", "both"), default="both", help="workload(s) to time")
-    p.add_argument("--seconds", type=float, default=30.0, help="audio duration of the matrix workload")
+    p.add_argument("--mode", choices=("dense", "blocks", "both"), default="both", help="workload(s) to time")
+    p.add_argument("--seconds", type=float, default=30.0, help="audio duration of the blocks workload")
     p.add_argument("--dense-seconds", type=float, default=6.0,
                    help="audio duration of the dense workload (6 s = 31 slices x 292 = 9052 frames)")
     p.add_argument("--channels", type=int, default=2, help="audio channels")
@@ -42,7 +42,6 @@ def _parse(argv=None) -> argparse.Namespace:
     p.add_argument("--iterations", type=int, default=1, help="EM iterations")
     p.add_argument("--softmask", action="store_true", help="softmask initialisation")
     p.add_argument("--residual", action="store_true", help="add a residual source")
-    p.add_argument("--window", type=int, default=300, help="wiener_matrix window, in slices")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="real precision")
     p.add_argument("--threads", type=int, default=2, help="torch and numba threads")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per backend (after one warm-up call)")
@@ -53,22 +52,11 @@ def _parse(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _time(fn: Callable[[], object], repeats: int) -> Dict[str, object]:
-    """First call separately, then `repeats` timed calls; wall and process CPU seconds."""
-    t0, c0 = time.perf_counter(), time.process_time()
-    result = fn()
-    first = time.perf_counter() - t0
-    first_cpu = time.process_time() - c0
-    walls: List[float] = []
-    cpus: List[float] = []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        result = fn()
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    return {"first_call_s": first, "first_call_cpu_s": first_cpu, "wall_s": walls, "cpu_s": cpus,
-            "wall_min_s": min(walls) if walls else None, "cpu_min_s": min(cpus) if cpus else None,
-            "_result": result}
+def _record(timing: Timing) -> Dict[str, object]:
+    """:meth:`Timing.record` plus this benchmark's ``wall_min_s`` / ``cpu_min_s`` (fastest wall and CPU time of
+    the timed calls, None without any)."""
+    return {**timing.record(), "wall_min_s": min(timing.wall_s) if timing.wall_s else None,
+            "cpu_min_s": min(timing.cpu_s) if timing.cpu_s else None}
 
 
 def main(argv=None) -> int:
@@ -80,7 +68,7 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from xumx_slicq.filtering import wiener, wiener_matrix, wiener_numba
+    from xumx_slicq.filtering import wiener_blocks
     from xumx_slicq.transforms import SliCQT
 
     torch.set_num_threads(args.threads)
@@ -89,7 +77,6 @@ def main(argv=None) -> int:
     real = np.float32 if args.dtype == "float32" else np.float64
     cplx = np.complex64 if args.dtype == "float32" else np.complex128
     slicqt = SliCQT()
-    lengths = slicqt.bin_lengths.numpy()
     nb_bins, max_t = slicqt.nb_bins, slicqt.max_T
     opts = dict(iterations=args.iterations, softmask=args.softmask, residual=args.residual)
 
@@ -116,37 +103,39 @@ def main(argv=None) -> int:
     if args.mode in ("dense", "both"):
         nb_slices = slicqt.nb_slices(int(round(args.dense_seconds * slicqt.sample_rate)))
         frames = nb_slices * max_t
-        tgt, mix = fake((frames, nb_bins, args.channels), args.sources, 3)  # (F, B, C, J), (F, B, C)
-        tgt_t, mix_t = torch.from_numpy(tgt), torch.from_numpy(mix)
-        print(f"dense: wiener on ({frames}, {nb_bins}, {args.channels}, {args.sources}) "
+        # one block (1, C, B, 1, F) and its targets (1, J, C, B, 1, F)
+        tgt, mix = fake((1, args.channels, nb_bins, 1, frames), args.sources, 1)
+        tgt_t, mix_t = [torch.from_numpy(tgt)], [torch.from_numpy(mix)]
+        print(f"dense: wiener_blocks on one block (1, {args.channels}, {nb_bins}, 1, {frames}) "
               f"= {nb_slices} slices x {max_t}, {args.dtype}, {args.threads} threads", flush=True)
-        num = _time(lambda: wiener_numba(tgt, mix, **opts), args.repeats)
-        tor = _time(lambda: wiener(tgt_t, mix_t, **opts).numpy(), args.repeats)
-        err = rel(num.pop("_result"), tor.pop("_result"))
-        report["workloads"]["dense"] = {"shape": [frames, nb_bins, args.channels, args.sources],
-                                        "nb_slices": nb_slices, "torch": tor, "numba": num,
+        num = time_calls(lambda: wiener_blocks(tgt_t, mix_t, backend="numba", **opts)[0].numpy(), args.repeats)
+        tor = time_calls(lambda: wiener_blocks(tgt_t, mix_t, backend="torch", **opts)[0].numpy(), args.repeats)
+        err = rel(num.result, tor.result)
+        report["workloads"]["dense"] = {"shape": [1, args.channels, nb_bins, 1, frames],
+                                        "nb_slices": nb_slices, "torch": _record(tor), "numba": _record(num),
                                         "numba_vs_torch_rel_err": err}
-        del tgt, mix, tgt_t, mix_t
+        del tgt, mix, tgt_t, mix_t, num, tor
 
-    if args.mode in ("matrix", "both"):
-        nb_slices = slicqt.nb_slices(int(round(args.seconds * slicqt.sample_rate)))
-        tgt, mix = fake((1, args.channels, nb_bins, nb_slices, max_t), args.sources, 1)  # (1, J, C, B, S, T)
-        pad = np.arange(max_t)[None, :] >= lengths[:, None]  # (B, T) True on padding
-        keep = (~pad)[:, None, :]  # (B, 1, T) broadcasts over (B, S, T)
-        mix = mix * keep
-        tgt = tgt * keep.astype(real)
-        tgt_t, mix_t = torch.from_numpy(tgt), torch.from_numpy(mix)
-        lengths_t = torch.from_numpy(lengths)
-        print(f"matrix: wiener_matrix on (1, {args.channels}, {nb_bins}, {nb_slices}, {max_t}), "
-              f"{int(lengths.sum()) * nb_slices} valid coefficients per channel, window {args.window} slices",
-              flush=True)
-        num = _time(lambda: wiener_matrix(tgt, mix, lengths, window_frames=args.window, backend="numba", **opts),
-                    args.repeats)
-        tor = _time(lambda: wiener_matrix(tgt_t, mix_t, lengths_t, window_frames=args.window, backend="torch",
-                                          **opts).numpy(), args.repeats)
-        err = rel(num.pop("_result"), tor.pop("_result"))
-        report["workloads"]["matrix"] = {"shape": [1, args.channels, nb_bins, nb_slices, max_t],
-                                         "nb_slices": nb_slices, "torch": tor, "numba": num,
+    if args.mode in ("blocks", "both"):
+        length = int(round(args.seconds * slicqt.sample_rate))
+        audio = torch.from_numpy(rng.standard_normal((1, args.channels, length)).astype(real) * 0.1)
+        mix_t = slicqt(audio)  # blocks (1, C, B_b, S, T_b)
+        # targets (1, J, C, B_b, S, T_b): |mix| split into random shares, the sources axis inserted at 1
+        tgt_t = [b.abs().unsqueeze(1) * torch.from_numpy(rng.dirichlet(np.ones(args.sources), size=b.shape)
+                                                         .astype(real)).movedim(-1, 1) for b in mix_t]
+        nb_slices = int(mix_t[0].shape[3])
+        valid = sum(b.shape[2] * b.shape[4] for b in mix_t) * nb_slices
+        print(f"blocks: wiener_blocks on {len(mix_t)} blocks, {nb_slices} slices, {valid} valid coefficients per "
+              f"channel, {args.dtype}, {args.threads} threads", flush=True)
+
+        def flat(blocks):
+            return np.concatenate([b.reshape(-1).numpy() for b in blocks])
+
+        num = time_calls(lambda: wiener_blocks(tgt_t, mix_t, backend="numba", **opts), args.repeats)
+        tor = time_calls(lambda: wiener_blocks(tgt_t, mix_t, backend="torch", **opts), args.repeats)
+        err = rel(flat(num.result), flat(tor.result))
+        report["workloads"]["blocks"] = {"nb_blocks": len(mix_t), "nb_slices": nb_slices,
+                                         "valid_coefficients_per_channel": valid, "torch": _record(tor), "numba": _record(num),
                                          "numba_vs_torch_rel_err": err}
 
     report["load_average_at_end"] = list(os.getloadavg())

@@ -90,7 +90,7 @@ def _add_full_paths(out: pathlib.Path, model_dir: str, onnx_path: str, audio, ni
     import soundfile as sf
 
     from export.profile import SR, format_table, full_paths
-    from xumx_slicq.checkpoint import json_save_atomic, write_and_rename
+    from xumx_slicq.files import write_json, write_text
 
     path = out / "profile.json"
     try:
@@ -109,8 +109,8 @@ def _add_full_paths(out: pathlib.Path, model_dir: str, onnx_path: str, audio, ni
     report["full_paths_load_average_at_end"] = list(os.getloadavg())
     table = format_table(report)
     print(table)
-    json_save_atomic(report, path)
-    write_and_rename(out / "profile.txt", (table + "\n").encode())
+    write_json(path, report)
+    write_text(out / "profile.txt", table + "\n")
     print(f"wrote {path} and {out / 'profile.txt'}")
     return 0
 
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
-    from export.onnx_export import ParityError, export_model, load_or_export
+    from xumx_slicq.onnx_export import ParityError, export_model, load_or_export
 
     out = pathlib.Path(args.output)
     export_opts = dict(parity_seconds=args.parity_seconds, tolerance=args.tolerance, opset=args.opset,
@@ -170,10 +170,10 @@ def main(argv=None) -> int:
     report["command"] = "python -m export " + " ".join(sys.argv[1:] if argv is None else argv)
     table = format_table(report)
     print(table)
-    from xumx_slicq.checkpoint import json_save_atomic, write_and_rename
+    from xumx_slicq.files import write_json, write_text
 
-    json_save_atomic(report, out / "profile.json")
-    write_and_rename(out / "profile.txt", (table + "\n").encode())
+    write_json(out / "profile.json", report)
+    write_text(out / "profile.txt", table + "\n")
     print(f"wrote {out / 'profile.json'} and {out / 'profile.txt'}")
     return 0
 

@@ -4,8 +4,9 @@ On one piece of audio (a file, or N seconds of the demo songs concatenated and l
 the same thread count for torch, numba and ONNX Runtime:
 
 * forward sliCQ, network (torch / onnxruntime), Wiener-EM (torch / numba; the numba first call - compilation or
-  on-disk cache load - reported separately), inverse sliCQ: one warm-up call, then ``repeats`` timed calls; the
-  best wall time and its process CPU time (steadier on a shared machine) are kept;
+  on-disk cache load - reported separately), inverse sliCQ: one warm-up call, then ``repeats`` timed calls
+  (:func:`xumx_slicq.timing.time_calls`); the best wall time and its process CPU time (steadier on a shared
+  machine) are kept;
 * parity: onnxruntime vs torch masks, numba vs torch Wiener-EM output (max abs difference / max abs value);
 * optional ONNX Runtime tuning variants (optimisation level, IO binding, parallel execution);
 * every full path (network x Wiener backend) file to file through :class:`xumx_slicq.separator.Separator`, each in
@@ -26,21 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
+
+from xumx_slicq.timing import time_calls
 
 SR = 44100
 PATHS = (("torch", "torch"), ("torch", "numba"), ("onnxruntime", "torch"), ("onnxruntime", "numba"))
-
-
-def _timer(fn: Callable[[], Any], repeats: int) -> Dict[str, Any]:
-    """:func:`benchmark.wiener_speed._time` (first call apart, then ``repeats`` calls), result kept aside."""
-    from benchmark.wiener_speed import _time
-
-    r = _time(fn, repeats)
-    result = r.pop("_result")
-    best = min(range(len(r["wall_s"])), key=r["wall_s"].__getitem__)
-    r["best_s"], r["best_cpu_s"] = r["wall_s"][best], r["cpu_s"][best]
-    return {"timing": r, "result": result}
 
 
 def hardware(threads: int) -> Dict[str, Any]:
@@ -67,21 +59,19 @@ def hardware(threads: int) -> Dict[str, Any]:
 
 def read_audio(path: Optional[str], seconds: float, root: str = "data/test"):
     """``(1, 2, nb_timesteps)`` float32 audio and its description: ``seconds`` of ``path`` (all of it when
-    ``seconds`` <= 0), or of the demo songs (``benchmark.separator_speed.make_song``: concatenated, looped)."""
+    ``seconds`` <= 0), or of the demo songs in ``root`` (:func:`xumx_slicq.audio.demo_audio`: concatenated,
+    looped)."""
     import numpy as np
     import soundfile as sf
     import torch
 
     if path is None:
-        from benchmark.separator_speed import make_song
+        from xumx_slicq.audio import DEMO_RATE, demo_audio
 
         if not os.path.isdir(root):
             raise FileNotFoundError(f"{root}: demo songs folder missing; pass --audio FILE")
-        with tempfile.TemporaryDirectory() as tmp:
-            song = os.path.join(tmp, "song.wav")
-            make_song(song, seconds / 60.0)
-            data, rate = sf.read(song, dtype="float32", always_2d=True)
-        desc = f"{seconds:g} s of the demo songs in {root} (concatenated, looped; 16-bit)"
+        data, desc = demo_audio(seconds, root)
+        rate, desc = DEMO_RATE, f"{seconds:g} s: {desc}"
     else:
         try:
             data, rate = sf.read(path, dtype="float32", always_2d=True)
@@ -156,10 +146,9 @@ def profile(model, model_dir: str, onnx_path: str, audio, audio_desc: str, niter
     import soundfile as sf
     import torch
 
-    from export.onnx_export import relative_error
     from xumx_slicq.filtering import wiener_blocks
     from xumx_slicq.onnx_backend import OnnxNetwork
-    from xumx_slicq.filtering import wiener_blocks_numba
+    from xumx_slicq.onnx_export import relative_error
     from xumx_slicq.transforms import SliCQT
 
     torch.set_num_threads(threads)
@@ -173,26 +162,26 @@ def profile(model, model_dir: str, onnx_path: str, audio, audio_desc: str, niter
     stages: Dict[str, Dict[str, Any]] = {}
     print(f"profiling {audio_desc}: {seconds:.1f} s, {threads} threads, niter {niter}", flush=True)
     with torch.no_grad():
-        r = _timer(lambda: slicqt(audio), repeats)
-        mix = r["result"]
-        stages["forward_slicq"] = r["timing"]
+        t = time_calls(lambda: slicqt(audio), repeats)
+        mix = t.result
+        stages["forward_slicq"] = t.record()
         mags = [b.abs() for b in mix]
         report["nb_slices"] = int(mags[0].shape[3])
 
-        r = _timer(lambda: model(mags), repeats)
-        est_torch = r["result"]
-        stages["network_torch"] = r["timing"]
+        t = time_calls(lambda: model(mags), repeats)
+        est_torch = t.result
+        stages["network_torch"] = t.record()
         masks_torch = model.masks(mags)
 
         t0 = time.perf_counter()
         net = OnnxNetwork(onnx_path, device="cpu", threads=threads)
         session_s = time.perf_counter() - t0
-        r = _timer(lambda: net(mags), repeats)
-        stages["network_onnxruntime"] = r["timing"]
+        t = time_calls(lambda: net(mags), repeats)
+        stages["network_onnxruntime"] = t.record()
         masks_ort = net.masks(mags)
         keep = [i for i, learn in enumerate(model.learned) if learn]
         parity_ort = relative_error([masks_ort[i] for i in keep], [masks_torch[i] for i in keep])
-        parity_ort_est = relative_error([r["result"][i] for i in keep], [est_torch[i] for i in keep])
+        parity_ort_est = relative_error([t.result[i] for i in keep], [est_torch[i] for i in keep])
 
         variants: Dict[str, Any] = {}
         if tuning:
@@ -201,23 +190,21 @@ def profile(model, model_dir: str, onnx_path: str, audio, audio_desc: str, niter
                                ("io_binding=False", {"io_binding": False}),
                                ("parallel execution", {"parallel": True})):
                 v = OnnxNetwork(onnx_path, device="cpu", threads=threads, **opts)
-                variants[name] = _timer(lambda: v(mags), repeats)["timing"]
+                variants[name] = time_calls(lambda: v(mags), repeats).record()
                 print(f"  onnxruntime {name}: {variants[name]['best_s']:.3f} s", flush=True)
                 del v
 
         opts = dict(iterations=niter)
-        r = _timer(lambda: wiener_blocks(est_torch, mix, backend="torch", **opts), repeats)
-        out_torch = r["result"]
-        stages["wiener_torch"] = r["timing"]
-        r = _timer(lambda: wiener_blocks_numba(est_torch, mix, **opts), repeats)
-        stages["wiener_numba"] = r["timing"]
-        parity_numba = relative_error([torch.view_as_real(o) for o in r["result"]],
+        t = time_calls(lambda: wiener_blocks(est_torch, mix, backend="torch", **opts), repeats)
+        out_torch = t.result
+        stages["wiener_torch"] = t.record()
+        t = time_calls(lambda: wiener_blocks(est_torch, mix, backend="numba", **opts), repeats)
+        stages["wiener_numba"] = t.record()
+        parity_numba = relative_error([torch.view_as_real(o) for o in t.result],
                                       [torch.view_as_real(o) for o in out_torch])
-        r_old = _timer(lambda: wiener_blocks(est_torch, mix, backend="numba", **opts), repeats)
-        stages["wiener_numba_filtering"] = r_old["timing"]
 
-        r = _timer(lambda: slicqt.inverse(out_torch, length), repeats)
-        stages["inverse_slicq"] = r["timing"]
+        t = time_calls(lambda: slicqt.inverse(out_torch, length), repeats)
+        stages["inverse_slicq"] = t.record()
 
     report["stages"] = stages
     tn, to = stages["network_torch"]["best_s"], stages["network_onnxruntime"]["best_s"]
@@ -235,7 +222,6 @@ def profile(model, model_dir: str, onnx_path: str, audio, audio_desc: str, niter
                         "numba_cpu_s": stages["wiener_numba"]["best_cpu_s"],
                         "numba_first_call_s": stages["wiener_numba"]["first_call_s"],
                         "numba_compile_s": max(0.0, stages["wiener_numba"]["first_call_s"] - wn),
-                        "numba_filtering_wiener_blocks_s": stages["wiener_numba_filtering"]["best_s"],
                         "goal_ratio": 0.5, "iterations": niter}
     report["parity"] = {"onnxruntime": parity_ort, "onnxruntime_estimates": parity_ort_est,
                         "numba": parity_numba,
@@ -275,7 +261,6 @@ def format_table(report: Dict[str, Any]) -> str:
         row("Wiener-EM, numba (block kernel)", "wiener_numba",
             f"{report['wiener']['ratio']:.2f}x torch (goal <= 0.5), parity {report['parity']['numba']:.1e}, "
             f"first call {report['wiener']['numba_first_call_s']:.2f} s"),
-        row("Wiener-EM, numba (filtering.py)", "wiener_numba_filtering", "previous numba path, for reference"),
         row("inverse sliCQ", "inverse_slicq"),
     ]
     for name, v in report["network"].get("tuning_variants", {}).items():

@@ -414,7 +414,7 @@ def test_separate_rejects_bad_input():
 
 
 def test_separate_with_wiener_em():
-    from xumx_slicq.filtering import wiener
+    from xumx_slicq.wiener import wiener
 
     torch.manual_seed(15)
     model = UMX(**SMALL).eval().double()

@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from export.__main__ import main as export_main
-from export.onnx_export import (ONNX_NAME, MaskGraph, ParityError, dummy_inputs, export_model, file_digest,
-                                input_names, is_current, load_or_export, min_slices, read_sidecar, weights_digest)
 from tests.helpers import randomise_batchnorm
 from xumx_slicq.checkpoint import save_model
 from xumx_slicq.model import XUMXSliCQ
-from xumx_slicq.onnx_backend import OnnxNetwork, choose_providers, session_options, sidecar_path
+from xumx_slicq.onnx_backend import (ONNX_NAME, OnnxNetwork, choose_providers, file_digest, is_current, read_sidecar,
+                                     session_options, sidecar_path, weights_digest)
+from xumx_slicq.onnx_export import (MaskGraph, ParityError, dummy_inputs, export_model, input_names, load_or_export,
+                                    min_slices)
 from xumx_slicq.separator import Separator, load_separator
 from xumx_slicq.transforms import SliCQT
 
@@ -32,18 +33,32 @@ def tiny_model(seed=0):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """(model, model_dir, onnx_dir) with the model exported by ``python -m export`` (two parity lengths)."""
+def demo_songs(tmp_path_factory):
+    """Two 2 s demo songs ``<root>/song<k>/mixture.wav`` (stereo 44.1 kHz noise): the parity audio is known."""
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("songs")
+    rng = np.random.default_rng(7)
+    for k in range(2):
+        (root / f"song{k}").mkdir()
+        sf.write(root / f"song{k}" / "mixture.wav", (0.1 * rng.standard_normal((2 * SR, 2))).astype(np.float32), SR)
+    return root
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, demo_songs):
+    """(model, model_dir, onnx_dir) with the model exported by ``python -m export`` (two parity lengths, on the
+    demo songs)."""
     model = tiny_model()
     model_dir = tmp_path_factory.mktemp("model")
     save_model(model, model_dir, "xumx-slicq")
     out = tmp_path_factory.mktemp("onnx")
     assert export_main(["--model", str(model_dir), "--output", str(out), "--parity-seconds", "3", "1.3",
-                        "--threads", "1"]) == 0
+                        "--threads", "1", "--audio-root", str(demo_songs)]) == 0
     return model, model_dir, out
 
 
-def test_export_writes_checked_graph_and_sidecar(exported):
+def test_export_writes_checked_graph_and_sidecar(exported, demo_songs):
     model, _, out = exported
     path = out / ONNX_NAME
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
@@ -58,7 +73,9 @@ def test_export_writes_checked_graph_and_sidecar(exported):
     runs = meta["parity"]["runs"]
     assert len(runs) == 2 and runs[0]["nb_slices"] != runs[1]["nb_slices"]
     assert all(r["masks"] <= 1e-4 and r["estimates"] <= 1e-4 for r in runs)
-    assert "demo songs" in runs[0]["audio"]  # real audio from data/test
+    # the parity ran on the demo songs (the second run starts 11 s in, i.e. 3 s into the 4 s, and loops)
+    assert runs[0]["audio"] == f"2 demo songs from {demo_songs} concatenated"
+    assert runs[1]["audio"] == f"2 demo songs from {demo_songs} concatenated, looped"
     # inference form: stride-1 transposed convolutions were traced as convolutions
     assert meta["graph_ops"].get("ConvTranspose", 0) == model.nb_learned_blocks  # only the final de-overlap layer
     assert is_current(path, model)
@@ -114,7 +131,7 @@ def test_network_interface_matches_model(exported):
 def test_parity_failure_writes_nothing(exported, tmp_path, monkeypatch):
     """A graph whose convolution weights drifted by 1 % is refused and nothing is left behind."""
     model, _, out = exported
-    import export.onnx_export as oe
+    import xumx_slicq.onnx_export as oe
 
     proto = onnx.load(str(out / ONNX_NAME))
     for init in proto.graph.initializer:
@@ -136,13 +153,16 @@ def test_parity_failure_writes_nothing(exported, tmp_path, monkeypatch):
     with pytest.raises(ParityError):
         export_model(model, dest, parity_seconds=(1.3,), tolerance=0.0)
     assert list(dest.iterdir()) == []
-    meta = export_model(model, dest, parity_seconds=(1.3,))
+    meta = export_model(model, dest, parity_seconds=(1.3,), audio_root=tmp_path / "no-songs")
     assert meta["parity"]["max_relative"] <= 1e-4 and (dest / ONNX_NAME).is_file()
+    # without demo songs the parity audio is the chord, and the sidecar says so
+    assert meta["parity"]["runs"][0]["audio"] == f"no demo songs in {tmp_path / 'no-songs'}: synthetic noisy chord"
+    assert sorted(p.name for p in dest.iterdir()) == [ONNX_NAME, ONNX_NAME + ".json"]  # no temporary files left
 
 
 def test_load_or_export_reuses_current_file(exported, monkeypatch):
     model, _, out = exported
-    import export.onnx_export as oe
+    import xumx_slicq.onnx_export as oe
 
     monkeypatch.setattr(oe, "export_model", lambda *a, **k: pytest.fail("re-exported a current file"))
     path, meta = load_or_export(model, out)
@@ -298,7 +318,7 @@ def test_only_full_paths_merges_into_the_profile(exported, tmp_path, monkeypatch
 
 
 def test_auto_never_exports_and_onnxruntime_exports_once_into_the_cache(exported, tmp_path, monkeypatch):
-    import export.onnx_export as oe
+    import xumx_slicq.onnx_export as oe
     import xumx_slicq.backends as backends
 
     model, model_dir, out = exported

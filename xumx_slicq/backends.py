@@ -15,18 +15,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import pathlib
 import platform
 import time
-from typing import Any, Callable, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numba
 import torch
 from torch import nn
 
-from .filtering import wiener_blocks, wiener_blocks_numba
+from .files import write_json
+from .filtering import wiener_blocks
+from .onnx_backend import ONNX_NAME, OnnxNetwork, cuda_driver_present, is_current, weights_digest
+from .onnx_export import load_or_export
+from .timing import time_calls
 from .transforms import SliCQT
 
 PathLike = Union[str, os.PathLike]
@@ -45,14 +48,8 @@ def onnx_for_model(model: nn.Module, model_dir: Optional[PathLike] = None, expor
     Uses ``<model_dir>/xumx_slicq.onnx`` when its sidecar matches the weights; otherwise the per-machine cache
     ``<cache_dir>/onnx/<weights digest>/xumx_slicq.onnx``, exported on first use (``python -m export``'s
     checks: onnx.checker, parity with PyTorch <= 1e-4) unless ``export`` is False (then None when absent).
-    Exporting the default model takes 1.5-6 minutes on 2 cores: ship the file next to the weights.
+    Exporting the default model takes minutes: ship the file next to the weights.
     """
-    try:
-        from export.onnx_export import ONNX_NAME, is_current, load_or_export, weights_digest
-    except ImportError as exc:  # the export package lives in the repository, not in the installed library
-        raise RuntimeError("xumx_slicq/backends.py: backend='onnxruntime' needs an exported xumx_slicq.onnx next "
-                           "to the weights, or the repository's `export` package to export one "
-                           f"({exc})") from exc
     if model_dir is not None:
         candidate = pathlib.Path(model_dir) / ONNX_NAME
         if is_current(candidate, model):
@@ -80,8 +77,6 @@ def machine_fingerprint() -> Dict[str, Any]:
         ort_version = ort.__version__
     except ImportError:
         ort_version = None
-    from .onnx_backend import cuda_driver_present
-
     return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "numba_threads": numba.get_num_threads(), "torch": torch.__version__, "onnxruntime": ort_version,
             "numba": numba.__version__, "cuda_driver": cuda_driver_present()}
@@ -94,27 +89,15 @@ def _choice_key(model: nn.Module, options: Dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def _timed(fn: Callable[[], Any], repeats: int = 2) -> float:
-    """Best wall time of ``repeats`` calls after one warm-up call (which also compiles / allocates)."""
-    fn()
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def measure_backends(model: nn.Module, onnx_path: Optional[PathLike], niter: int, softmask: bool = False,
                      residual: bool = False, seconds: float = 12.0, wiener_candidates: Sequence[str] = ("torch",
                      "numba"), onnx_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Time the network (torch vs onnxruntime) and Wiener-EM (torch vs numba) on ``seconds`` of audio.
 
+    Each figure is the best wall time of 2 calls after a warm-up call (:func:`xumx_slicq.timing.time_calls`).
     The two stages are independent, so the fastest combination is the fastest of each. Returns
     ``{"network": {backend: s}, "wiener": {backend: s}, "best": {"network": ..., "wiener": ...}, "seconds": ...}``.
     """
-    from .onnx_backend import OnnxNetwork
-
     slicqt = SliCQT(**model.slicq_config)
     gen = torch.Generator().manual_seed(0)
     n = int(seconds * slicqt.sample_rate)
@@ -124,18 +107,16 @@ def measure_backends(model: nn.Module, onnx_path: Optional[PathLike], niter: int
     with torch.no_grad():
         mix = slicqt(x)
         mags = [b.abs() for b in mix]
-        network: Dict[str, float] = {"torch": _timed(lambda: model(mags))}
+        network: Dict[str, float] = {"torch": time_calls(lambda: model(mags)).best_s}
         if onnx_path is not None:
             net = OnnxNetwork(onnx_path, **(onnx_options or {}))
-            network["onnxruntime"] = _timed(lambda: net(mags))
+            network["onnxruntime"] = time_calls(lambda: net(mags)).best_s
         wiener: Dict[str, float] = {}
         if niter > 0:
             est = model(mags)
             opts = dict(iterations=niter, softmask=softmask, residual=residual)
-            fns = {"torch": lambda: wiener_blocks(est, mix, backend="torch", **opts),
-                   "numba": lambda: wiener_blocks_numba(est, mix, **opts)}
             for w in wiener_candidates:
-                wiener[w] = _timed(fns[w])
+                wiener[w] = time_calls(lambda w=w: wiener_blocks(est, mix, backend=w, **opts)).best_s
     best = {"network": min(network, key=network.get), "wiener": min(wiener, key=wiener.get) if wiener else "off"}
     return {"network": network, "wiener": wiener, "best": best, "seconds": seconds}
 
@@ -145,8 +126,6 @@ def choose_backends(model: nn.Module, onnx_path: Optional[PathLike], niter: int,
                     ) -> Dict[str, Any]:
     """The measured fastest ``{"network": ..., "wiener": ...}`` for this machine, cached in
     ``<cache_dir>/backend_choice.json`` (keyed by machine fingerprint, architecture and options)."""
-    from .checkpoint import json_save_atomic
-
     candidates = ("torch", "numba") if wiener == "auto" else (wiener,)
     options = {"niter": niter, "softmask": softmask, "residual": residual, "wiener": list(candidates),
                "onnx": onnx_path is not None, "onnx_options": dict(onnx_options or {})}
@@ -166,7 +145,7 @@ def choose_backends(model: nn.Module, onnx_path: Optional[PathLike], niter: int,
     found["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     cache[key] = found
     try:
-        json_save_atomic(cache, path)
+        write_json(path, cache)
     except OSError as exc:  # a read-only home must not stop separation
         log.warning("cannot cache the backend choice in %s: %s", path, exc)
     log.info("backend='auto': network %s, Wiener-EM %s (measured: %s)", found["best"]["network"],

@@ -1,10 +1,13 @@
 """ONNX Runtime backend of the xumx-sliCQ network: the exported graph behind the model's call interface.
 
 ``python -m export`` writes ``xumx_slicq.onnx`` (learned blocks' magnitudes in, their masks out; see
-``export/onnx_export.py``) and a JSON sidecar ``xumx_slicq.onnx.json`` describing every block. :class:`OnnxNetwork`
+:mod:`xumx_slicq.onnx_export`) and a JSON sidecar ``xumx_slicq.onnx.json`` describing every block. :class:`OnnxNetwork`
 loads both and behaves like :class:`xumx_slicq.model.XUMXSliCQ` at inference::
 
     estimates = net(blocks)   # blocks: (nb_samples, nb_channels, nb_bins_b, nb_slices, T_b) magnitudes
+
+The file's identity (which weights it was exported from, whether it is intact) is read here too:
+:func:`weights_digest`, :func:`file_digest`, :func:`read_sidecar`, :func:`is_current`.
 
 Session settings (all measured, see docs/export.md):
 
@@ -23,6 +26,7 @@ Session settings (all measured, see docs/export.md):
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import logging
 import os
@@ -31,13 +35,16 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 PathLike = Union[str, os.PathLike]
 log = logging.getLogger(__name__)
 
-__all__ = ["OnnxNetwork", "cuda_driver_present", "choose_providers", "session_options", "sidecar_path",
-           "OPTIMIZATION_LEVELS"]
+__all__ = ["OnnxNetwork", "cuda_driver_present", "choose_providers", "session_options", "ONNX_NAME", "sidecar_path",
+           "weights_digest", "file_digest", "read_sidecar", "is_current", "OPTIMIZATION_LEVELS"]
+
+#: file name of an exported network (next to the weights, or in the per-machine cache)
+ONNX_NAME = "xumx_slicq.onnx"
 
 #: names accepted for ``optimization`` -> onnxruntime.GraphOptimizationLevel attribute
 OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
@@ -48,6 +55,43 @@ def sidecar_path(onnx_path: PathLike) -> pathlib.Path:
     """The JSON description next to an ONNX file: ``<file>.onnx.json``."""
     p = pathlib.Path(onnx_path)
     return p.with_name(p.name + ".json")
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of the model's state dict (names, shapes and float32 bytes), to tie an ONNX file to weights."""
+    h = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(value.shape)).encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def file_digest(path: PathLike) -> str:
+    """SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_sidecar(onnx_path: PathLike) -> Optional[Dict[str, Any]]:
+    """The sidecar of ``onnx_path`` or None when it (or the ONNX file) is missing or unreadable."""
+    side = sidecar_path(onnx_path)
+    if not pathlib.Path(onnx_path).is_file() or not side.is_file():
+        return None
+    try:
+        return json.loads(side.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_current(onnx_path: PathLike, model: nn.Module) -> bool:
+    """True when ``onnx_path`` was exported (and checked) from exactly these weights and is intact."""
+    meta = read_sidecar(onnx_path)
+    return bool(meta) and meta.get("weights_sha256") == weights_digest(model) and \
+        meta.get("onnx_sha256") == file_digest(onnx_path)
 
 
 def cuda_driver_present() -> bool:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .filtering import wiener_blocks, wiener_blocks_numba
+from .filtering import wiener_blocks
 from .transforms import SliCQT, apply_phase
 
 PathLike = Union[str, os.PathLike]
@@ -146,7 +146,7 @@ class Separator(nn.Module):
         niter: Wiener-EM iterations (0: the estimates take the mixture's phase, or soft masks with ``softmask``).
         softmask: initialise Wiener-EM from ratio masks instead of magnitudes x mixture phase.
         residual: add a ``residual`` target (mixture minus the others).
-        wiener: ``"torch"``, ``"numba"`` (the block-wise kernel :func:`wiener_blocks_numba`), ``"off"`` (same
+        wiener: ``"torch"``, ``"numba"`` (the block kernels of :mod:`xumx_slicq.wiener_numba`), ``"off"`` (same
             as ``niter=0``) or ``"auto"`` (the faster of torch and numba on this machine, measured once and cached).
         chunk_seconds: output seconds per segment (memory grows with it, not with the song).
         context_seconds: extra input on each side of a segment and cross-fade length.
@@ -272,11 +272,9 @@ class Separator(nn.Module):
         estimates = network([b.abs() for b in mix])  # (nb_samples, nb_targets, nb_channels, ...)
         if self.wiener == "off" and not (self.softmask or self.residual):
             out = apply_phase(estimates, mix)
-        elif self.wiener == "numba":
-            out = wiener_blocks_numba(estimates, mix, iterations=self.niter, softmask=self.softmask,
-                                      residual=self.residual)
-        else:
-            out = wiener_blocks(estimates, mix, backend="torch", iterations=self.niter, softmask=self.softmask,
+        else:  # "off" with softmask or residual: the initial estimate of the torch backend (niter 0)
+            backend = "torch" if self.wiener == "off" else self.wiener
+            out = wiener_blocks(estimates, mix, backend=backend, iterations=self.niter, softmask=self.softmask,
                                 residual=self.residual)
         return self.slicqt.inverse(out, x.shape[-1])
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..filtering import wiener
+from ..wiener import wiener
 from .stft import ISTFT, STFT, mix_phase
 
 __all__ = [
@@ -203,7 +203,7 @@ def wiener_postprocess(
 
     ``niter == 0`` is handled here without the EM code: mixture phase on the estimates (or, with
     ``softmask``, ratio masks applied to the mixture). ``niter >= 1`` calls
-    ``xumx_slicq.filtering.wiener`` (multichannel Wiener-EM) on windows of ``wiener_win_len`` frames.
+    ``xumx_slicq.wiener.wiener`` (multichannel Wiener-EM) on windows of ``wiener_win_len`` frames.
 
     Args:
         est_mag: real ``(nb_samples, nb_targets, nb_channels, nb_bins, nb_frames)``.

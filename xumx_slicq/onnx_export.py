@@ -14,32 +14,33 @@ much faster than its ConvTranspose with dilation.
 
 ``export_model`` writes ``xumx_slicq.onnx`` only after the graph passes ``onnx.checker`` and ONNX Runtime
 reproduces PyTorch within ``tolerance`` (max abs difference / max abs value of the PyTorch masks, over every
-output) on real audio, then a JSON sidecar ``xumx_slicq.onnx.json`` (opset, names, shapes, parity, hashes).
+output) on the demo audio (:func:`xumx_slicq.audio.demo_audio`), then a JSON sidecar ``xumx_slicq.onnx.json``
+(opset, names, shapes, parity, hashes; read back by :mod:`xumx_slicq.onnx_backend`). ``python -m export`` is
+the command line; :func:`xumx_slicq.backends.onnx_for_model` exports into the per-machine cache on first use.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
-import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .audio import demo_audio
+from .files import atomic_path, write_json
+from .onnx_backend import ONNX_NAME, file_digest, is_current, read_sidecar, sidecar_path, weights_digest
+
 PathLike = Union[str, os.PathLike]
-ONNX_NAME = "xumx_slicq.onnx"
-SIDECAR_SUFFIX = ".json"
 DEFAULT_TOLERANCE = 1e-4
 DEFAULT_OPSET = 18
 
 __all__ = [
-    "MaskGraph", "min_slices", "input_names", "output_names", "export_onnx", "check_parity", "export_model",
-    "weights_digest", "read_sidecar", "ParityError",
+    "MaskGraph", "min_slices", "input_names", "output_names", "dummy_inputs", "export_onnx", "relative_error",
+    "check_parity", "export_model", "load_or_export", "ParityError",
 ]
 
 
@@ -89,16 +90,6 @@ def min_slices(model: nn.Module) -> int:
             s += 1
         need = max(need, s)
     return need
-
-
-def weights_digest(model: nn.Module) -> str:
-    """SHA-256 of the model's state dict (names, shapes and float32 bytes), to tie an ONNX file to weights."""
-    h = hashlib.sha256()
-    for name, value in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(value.shape)).encode())
-        h.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def dummy_inputs(model: nn.Module, nb_slices: int, nb_samples: int = 1, seed: int = 0) -> Tuple[Tensor, ...]:
@@ -154,38 +145,6 @@ def export_onnx(model: nn.Module, path: PathLike, opset: int = DEFAULT_OPSET, dy
 # ------------------------------------------------------------------------------------------------------------
 
 
-def demo_audio(seconds: float, root: PathLike = "data/test", offset_seconds: float = 0.0) -> Tuple[Tensor, str]:
-    """``seconds`` of stereo 44.1 kHz audio ``(1, 2, nb_timesteps)`` from the demo songs (``<root>/*/mixture.wav``
-    concatenated, then looped); returns ``(audio, description)``. Without demo songs: a reproducible noisy
-    chord (the description says so)."""
-    import glob
-
-    import soundfile as sf
-
-    sr = 44100
-    n = int(round(seconds * sr))
-    files = sorted(glob.glob(os.path.join(str(root), "*", "mixture.wav")))
-    if files:
-        parts = []
-        for f in files:
-            data, rate = sf.read(f, dtype="float32", always_2d=True)  # (nb_timesteps, nb_channels)
-            if rate != sr or data.shape[1] != 2:
-                raise ValueError(f"{f}: expected stereo 44.1 kHz, got {data.shape[1]} channels at {rate} Hz")
-            parts.append(data)
-        base = np.concatenate(parts)
-        desc = f"{len(files)} demo songs from {root} concatenated" + (", looped" if len(base) < n else "")
-    else:
-        rng = np.random.default_rng(0)
-        t = np.arange(30 * sr) / sr
-        chord = sum(np.sin(2 * np.pi * f * t) for f in (110.0, 138.6, 164.8, 440.0))
-        base = np.stack([0.1 * chord + 0.03 * rng.standard_normal(len(t))] * 2, axis=1).astype(np.float32)
-        desc = f"no demo songs in {root}: synthetic noisy chord"
-    start = int(offset_seconds * sr) % len(base)
-    reps = -(-(start + n) // len(base))
-    audio = np.concatenate([base] * reps)[start:start + n]  # (nb_timesteps, 2)
-    return torch.from_numpy(np.ascontiguousarray(audio.T))[None], desc  # (1, 2, nb_timesteps)
-
-
 def relative_error(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:
     """``max |a - b| / max |b|`` over every tensor pair (b the reference)."""
     num = max(float((x.double() - y.double()).abs().max()) for x, y in zip(a, b))
@@ -200,8 +159,8 @@ def check_parity(model: nn.Module, onnx_path: PathLike, audio: Tensor, threads: 
     Returns ``{"masks": rel, "estimates": rel, "nb_slices": S}`` with ``rel = max |onnx - torch| / max |torch|``
     over every learned block (estimates relative to the largest estimated magnitude).
     """
-    from xumx_slicq.onnx_backend import OnnxNetwork
-    from xumx_slicq.transforms import SliCQT
+    from .onnx_backend import OnnxNetwork
+    from .transforms import SliCQT
 
     slicqt = SliCQT(**model.slicq_config)
     with torch.no_grad():
@@ -215,35 +174,6 @@ def check_parity(model: nn.Module, onnx_path: PathLike, audio: Tensor, threads: 
     return {"masks": relative_error([masks[i] for i in keep], [ref_masks[i] for i in keep]),
             "estimates": relative_error([est[i] for i in keep], [ref_est[i] for i in keep]),
             "nb_slices": int(mags[0].shape[3])}
-
-
-def file_digest(path: PathLike) -> str:
-    """SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def read_sidecar(onnx_path: PathLike) -> Optional[Dict[str, Any]]:
-    """The sidecar of ``onnx_path`` or None when it (or the ONNX file) is missing or unreadable."""
-    from xumx_slicq.onnx_backend import sidecar_path
-
-    side = sidecar_path(onnx_path)
-    if not pathlib.Path(onnx_path).is_file() or not side.is_file():
-        return None
-    try:
-        return json.loads(side.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def is_current(onnx_path: PathLike, model: nn.Module) -> bool:
-    """True when ``onnx_path`` was exported (and checked) from exactly these weights and is intact."""
-    meta = read_sidecar(onnx_path)
-    return bool(meta) and meta.get("weights_sha256") == weights_digest(model) and \
-        meta.get("onnx_sha256") == file_digest(onnx_path)
 
 
 def export_model(
@@ -261,22 +191,28 @@ def export_model(
 
     Steps: trace (:func:`export_onnx`) into a temporary file in ``output_dir``; ``onnx.checker.check_model``;
     parity with PyTorch on ``parity_seconds`` of demo audio each (two lengths by default: two slice counts);
-    only if every parity figure is ``<= tolerance`` are the files renamed into place (atomic). Otherwise
-    :class:`ParityError` is raised and nothing is written.
+    only if every parity figure is ``<= tolerance`` are the files renamed into place
+    (:func:`xumx_slicq.files.atomic_path`, then the sidecar with :func:`xumx_slicq.files.write_json`).
+    Otherwise :class:`ParityError` is raised and nothing is written.
 
     Returns:
         the sidecar content.
     """
+    final = pathlib.Path(output_dir) / ONNX_NAME
+    with atomic_path(final) as tmp:  # renamed into place only when the block ends without an exception
+        meta = _export_and_check(model, final, tmp, parity_seconds, tolerance, opset, dynamo, audio_root, threads)
+    write_json(sidecar_path(final), meta)
+    return meta
+
+
+def _export_and_check(model: nn.Module, final: pathlib.Path, tmp: pathlib.Path, parity_seconds: Sequence[float],
+                      tolerance: float, opset: int, dynamo: bool, audio_root: PathLike, threads: Optional[int]
+                      ) -> Dict[str, Any]:
+    """:func:`export_model` on the temporary file ``tmp``: trace, check, parity; returns the sidecar content or
+    raises (then the caller removes ``tmp``)."""
     import onnx
     import onnxruntime as ort
 
-    from xumx_slicq.onnx_backend import sidecar_path
-
-    output_dir = pathlib.Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    final = output_dir / ONNX_NAME
-    fd, tmp = tempfile.mkstemp(prefix=f".{ONNX_NAME}.", suffix=".tmp.onnx", dir=output_dir)
-    os.close(fd)
     tmp_side = sidecar_path(tmp)
     try:
         info = export_onnx(model, tmp, opset=opset, dynamo=dynamo)
@@ -315,7 +251,8 @@ def export_model(
         tmp_side.write_text(json.dumps(meta))
         parity = []
         for k, seconds in enumerate(parity_seconds):
-            audio, desc = demo_audio(seconds, audio_root, offset_seconds=11.0 * k)
+            audio, desc = demo_audio(seconds, audio_root, offset_seconds=11.0 * k)  # (nb_timesteps, 2)
+            audio = torch.from_numpy(audio.T.copy())[None]  # (1, 2, nb_timesteps)
             p = check_parity(model, tmp, audio, threads=threads)
             parity.append({"seconds": float(seconds), "audio": desc, **p})
         worst = max(max(p["masks"], p["estimates"]) for p in parity) if parity else float("nan")
@@ -326,15 +263,9 @@ def export_model(
                               f"tolerance {tolerance:g}; nothing written")
         meta["onnx_sha256"] = file_digest(tmp)
         meta["onnx_bytes"] = os.path.getsize(tmp)
-        os.replace(tmp, final)
-        from xumx_slicq.checkpoint import json_save_atomic
-
-        json_save_atomic(meta, sidecar_path(final))
         return meta
     finally:
-        for p in (tmp, tmp_side):
-            if os.path.exists(p):
-                os.unlink(p)
+        tmp_side.unlink(missing_ok=True)
 
 
 def load_or_export(model: nn.Module, output_dir: PathLike, **kwargs: Any) -> Tuple[pathlib.Path, Dict[str, Any]]:

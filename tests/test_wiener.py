@@ -1,0 +1,161 @@
+"""Tests for xumx_slicq/wiener.py: the torch Wiener-EM against norbert 0.2.1, its properties and its checks."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from tests.wiener_reference import GRID, GRID_IDS, TOL, make_inputs, norbert_wiener, rel_err
+from xumx_slicq.wiener import wiener
+
+
+def run(v, x, *args, **kwargs):
+    """`wiener` on numpy inputs, numpy out."""
+    return wiener(torch.from_numpy(v), torch.from_numpy(x), *args, **kwargs).numpy()
+
+
+# --------------------------------------------------------------------------------------------------------
+# parity with norbert
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("iterations,softmask,residual,channels,sources", GRID, ids=GRID_IDS)
+def test_matches_norbert(iterations, softmask, residual, channels, sources):
+    v, x = make_inputs(100 + sources * 7 + channels, nb_channels=channels, nb_sources=sources)
+    ref = norbert_wiener(v, x, iterations, softmask, residual)
+    out = run(v, x, iterations, softmask, residual)
+    assert out.shape == ref.shape == (16, 5, channels, sources + residual)
+    assert rel_err(out, ref) <= TOL
+
+
+@pytest.mark.parametrize("softmask", [False, True])
+def test_three_channels_and_mono_targets_match_norbert(softmask):
+    """General-channel path (solve) and one-channel target spectrograms broadcast over the mixture."""
+    v, x = make_inputs(7, nb_channels=3, nb_sources=2)
+    assert rel_err(run(v, x, 2, softmask, True), norbert_wiener(v, x, 2, softmask, True)) <= TOL
+    v, x = make_inputs(8, nb_channels=2, nb_sources=3, target_channels=1)
+    assert rel_err(run(v, x, 1, softmask), norbert_wiener(v, x, 1, softmask, False)) <= TOL
+
+
+@pytest.mark.parametrize("scale_factor", [0.5, 2.0, 1e9])
+def test_scale_factor_matches_norbert(scale_factor):
+    v, x = make_inputs(9, nb_sources=4)
+    ref = norbert_wiener(v, x, 2, False, False, scale_factor=scale_factor)
+    assert rel_err(run(v, x, 2, scale_factor=scale_factor), ref) <= TOL
+
+
+def test_float32_matches_norbert():
+    v, x = make_inputs(11, nb_frames=64, nb_bins=9, nb_sources=4, dtype=np.float32)
+    for iterations, softmask in itertools.product((1, 2), (False, True)):
+        assert rel_err(run(v, x, iterations, softmask), norbert_wiener(v, x, iterations, softmask, False)) <= TOL
+
+
+def test_mono_duplicated_to_stereo_float32_is_accurate():
+    """Identical channels make every spatial covariance rank one; the 2x2 inverse must not lose it in float32
+    (norbert's complex64 path is off by several percent here)."""
+    rng = np.random.default_rng(3)
+    x1 = (rng.standard_normal((100, 8, 1)) + 1j * rng.standard_normal((100, 8, 1))) * rng.uniform(0.1, 80, (1, 8, 1))
+    x = np.concatenate([x1, x1], axis=2)
+    v = np.abs(x)[..., None] * rng.dirichlet(np.ones(4), size=(100, 8, 1)).repeat(2, axis=2)
+    ref = run(v, x, 2)
+    assert rel_err(run(v.astype(np.float32), x.astype(np.complex64), 2), ref) <= 1e-5
+    # and the stereo result is the mono one up to the regulariser
+    assert rel_err(ref[:, :, :1], run(v[:, :, :1], x1, 2)) <= 1e-3
+
+
+# --------------------------------------------------------------------------------------------------------
+# properties
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("iterations", [0, 1, 2])
+def test_residual_sums_to_the_mixture(iterations):
+    v, x = make_inputs(12, nb_frames=32, nb_sources=3)
+    y = run(v, x, iterations, residual=True)
+    assert y.shape[-1] == 4
+    # exact for the initial estimate; after EM off only by the sqrt(eps) regulariser: x - sqrt(eps) C^-1 x
+    assert rel_err(y.sum(axis=-1), x) <= (1e-12 if iterations == 0 else 1e-5)
+
+
+def test_swapped_channels_give_swapped_estimates():
+    """Symmetry: the EM treats the channels alike, so swapping them in the input swaps them in the output."""
+    v, x = make_inputs(19, nb_sources=3)
+    y = run(v, x, 2, residual=True)
+    swapped = run(v[:, :, ::-1].copy(), x[:, :, ::-1].copy(), 2, residual=True)
+    assert rel_err(swapped, y[:, :, ::-1]) <= 1e-12
+
+
+def test_inputs_not_modified():
+    for softmask, residual in itertools.product((False, True), repeat=2):
+        v, x = make_inputs(13, nb_sources=2)
+        v0, x0 = v.copy(), x.copy()
+        run(v, x, 2, softmask, residual)
+        np.testing.assert_array_equal(v, v0)
+        np.testing.assert_array_equal(x, x0)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3])
+def test_silent_sources_are_finite(channels):
+    v, x = make_inputs(14, nb_channels=channels, nb_sources=3)
+    zeros_v = np.zeros_like(v)
+    for tgt, mix in ((zeros_v, x), (zeros_v, np.zeros_like(x)), (v, np.zeros_like(x))):
+        for iterations, softmask, residual in itertools.product((0, 1, 2), (False, True), (False, True)):
+            y = run(tgt, mix, iterations, softmask, residual)
+            assert np.isfinite(y).all()
+            if not tgt.any():  # silent sources stay silent
+                assert not y[..., :3].any()
+    # one silent source among loud ones
+    v[..., 1] = 0
+    y = run(v, x, 2)
+    assert np.isfinite(y).all() and not y[..., 1].any()
+
+
+def test_dtype_follows_the_mixture():
+    for real, cplx in ((np.float32, torch.complex64), (np.float64, torch.complex128)):
+        v, x = make_inputs(15, dtype=real)
+        for iterations in (0, 1):
+            assert wiener(torch.from_numpy(v), torch.from_numpy(x), iterations).dtype == cplx
+    v, x = make_inputs(15, dtype=np.float32)  # targets follow the mixture's precision
+    assert wiener(torch.from_numpy(v), torch.from_numpy(x.astype(np.complex128))).dtype == torch.complex128
+
+
+def test_differentiable():
+    v, x = make_inputs(16, nb_frames=4, nb_bins=2, nb_sources=2)
+    vt = torch.from_numpy(v).requires_grad_()
+    xt = torch.from_numpy(x).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: torch.view_as_real(wiener(a, b, 2, residual=True)), (vt, xt))
+    # the autograd path gives the same values as the fast one
+    with torch.no_grad():
+        fast = wiener(vt, xt, 2, residual=True)
+    assert torch.equal(wiener(vt, xt, 2, residual=True).detach(), fast)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu():
+    v, x = make_inputs(17, nb_sources=4, dtype=np.float32)
+    cpu = wiener(torch.from_numpy(v), torch.from_numpy(x), 2, residual=True)
+    gpu = wiener(torch.from_numpy(v).cuda(), torch.from_numpy(x).cuda(), 2, residual=True)
+    assert gpu.device.type == "cuda" and gpu.dtype == torch.complex64
+    assert rel_err(gpu.cpu().numpy(), cpu.numpy()) <= TOL
+
+
+def test_bad_arguments_raise_clear_errors():
+    v, x = make_inputs(18)
+    vt, xt = torch.from_numpy(v), torch.from_numpy(x)
+    with pytest.raises(ValueError, match=r"Wiener-EM: wiener: targets \(16, 3, 2, 3\) do not match the mixture"):
+        wiener(vt[:, :3], xt)
+    with pytest.raises(ValueError, match="targets .* do not match"):
+        wiener(vt[..., 0], xt)  # no sources axis
+    with pytest.raises(ValueError, match="iterations must be an integer >= 0, got -1"):
+        wiener(vt, xt, iterations=-1)
+    with pytest.raises(ValueError, match="scale_factor must be > 0"):
+        wiener(vt, xt, scale_factor=0)
+    with pytest.raises(TypeError, match="mixture must be a complex torch tensor"):
+        wiener(vt, xt.real.clone())
+    with pytest.raises(TypeError, match="targets must be a real floating torch tensor"):
+        wiener(xt[..., None], xt)
+    with pytest.raises(TypeError, match="mixture must be a complex torch tensor"):
+        wiener(v, x)  # numpy arrays
+    with pytest.raises(ValueError, match="empty input"):
+        wiener(vt[:, :, :, :0], xt)

@@ -1,0 +1,163 @@
+"""Tests for xumx_slicq/wiener_numba.py: the numba block kernels against norbert 0.2.1 and the torch Wiener-EM.
+
+An STFT-layout problem `(nb_frames, nb_bins, nb_channels)` is one sliCQ block of one sample and one slice
+(`tests.wiener_reference.as_block`), so the norbert reference applies to the block kernels unchanged.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from tests.wiener_reference import (GRID, GRID_IDS, TOL, as_block, from_block, make_inputs, norbert_wiener,
+                                    rel_err)
+from xumx_slicq.wiener import wiener
+from xumx_slicq.wiener_numba import wiener_blocks_numba
+
+
+def run(v, x, *args, **kwargs):
+    """`wiener_blocks_numba` on one STFT-layout problem (numpy in, numpy out)."""
+    vb, xb = as_block(v, x)
+    (y,) = wiener_blocks_numba([vb], [xb], *args, **kwargs)
+    return from_block(y)
+
+
+# --------------------------------------------------------------------------------------------------------
+# parity with norbert and torch
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("iterations,softmask,residual,channels,sources", GRID, ids=GRID_IDS)
+def test_matches_norbert(iterations, softmask, residual, channels, sources):
+    v, x = make_inputs(200 + sources * 7 + channels, nb_channels=channels, nb_sources=sources)
+    ref = norbert_wiener(v, x, iterations, softmask, residual)
+    out = run(v, x, iterations, softmask, residual)
+    assert out.shape == ref.shape and out.dtype == ref.dtype
+    assert rel_err(out, ref) <= TOL
+
+
+@pytest.mark.parametrize("softmask", [False, True])
+def test_three_channels_and_mono_targets_match_norbert(softmask):
+    """Stereo and other channel counts run different kernels; one-channel targets are broadcast."""
+    v, x = make_inputs(7, nb_channels=3, nb_sources=2)
+    assert rel_err(run(v, x, 2, softmask, True), norbert_wiener(v, x, 2, softmask, True)) <= TOL
+    v, x = make_inputs(8, nb_channels=2, nb_sources=3, target_channels=1)
+    assert rel_err(run(v, x, 1, softmask), norbert_wiener(v, x, 1, softmask, False)) <= TOL
+
+
+@pytest.mark.parametrize("scale_factor", [0.5, 2.0, 1e9])
+def test_scale_factor_matches_norbert(scale_factor):
+    v, x = make_inputs(9, nb_sources=4)
+    ref = norbert_wiener(v, x, 2, False, False, scale_factor=scale_factor)
+    assert rel_err(run(v, x, 2, scale_factor=scale_factor), ref) <= TOL
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3])
+def test_float32_matches_norbert_and_torch(channels):
+    v, x = make_inputs(11, nb_frames=64, nb_bins=9, nb_channels=channels, nb_sources=4, dtype=np.float32)
+    for iterations, softmask, residual in itertools.product((1, 2), (False, True), (False, True)):
+        out = run(v, x, iterations, softmask, residual)
+        assert out.dtype == np.complex64
+        assert rel_err(out, norbert_wiener(v, x, iterations, softmask, residual)) <= TOL
+        torch_out = wiener(torch.from_numpy(v), torch.from_numpy(x), iterations, softmask, residual).numpy()
+        assert rel_err(out, torch_out) <= TOL
+
+
+def test_mono_duplicated_to_stereo_float32_is_accurate():
+    """Identical channels: the closed-form 2x2 inverse keeps the rank-one covariance in float32."""
+    rng = np.random.default_rng(3)
+    x1 = (rng.standard_normal((100, 8, 1)) + 1j * rng.standard_normal((100, 8, 1))) * rng.uniform(0.1, 80, (1, 8, 1))
+    x = np.concatenate([x1, x1], axis=2)
+    v = np.abs(x)[..., None] * rng.dirichlet(np.ones(4), size=(100, 8, 1)).repeat(2, axis=2)
+    ref = wiener(torch.from_numpy(v), torch.from_numpy(x), 2).numpy()
+    assert rel_err(run(v.astype(np.float32), x.astype(np.complex64), 2), ref) <= 1e-5
+
+
+@pytest.mark.parametrize("iterations,softmask,residual", [(0, False, False), (1, False, False), (2, True, False),
+                                                          (1, False, True)])
+def test_sliCQ_blocks_match_torch(slicqt, iterations, softmask, residual):
+    """Real sliCQ blocks, two samples of very different loudness: one normaliser per block, as torch."""
+    gen = torch.Generator().manual_seed(iterations)
+    loud = torch.tensor([0.05, 30.0])
+    mix = [m * loud[:, None, None, None, None] for m in slicqt(torch.randn(2, 2, 44100, generator=gen) * 0.2)]
+    gains = torch.rand(2, 4, 1, 1, 1, 1, generator=gen) * loud[:, None, None, None, None, None]
+    est = [m.abs().unsqueeze(1) * gains / loud[:, None, None, None, None, None] for m in mix]
+    opts = dict(iterations=iterations, softmask=softmask, residual=residual)
+    got = wiener_blocks_numba(est, mix, **opts)
+    assert len(got) == len(mix)
+    for e, m, a in zip(est, mix, got):
+        nb_samples, nb_channels, nb_bins, nb_slices, t = m.shape
+        # (N, C, B, S, T) -> (S, T, N, B, C) -> frames x (samples * bins) x C, the torch reference on the block
+        xs = m.permute(3, 4, 0, 2, 1).reshape(nb_slices * t, nb_samples * nb_bins, nb_channels)
+        # (N, J, C, B, S, T) -> (S, T, N, B, C, J) -> frames x (samples * bins) x C x J
+        vs = e.permute(4, 5, 0, 3, 2, 1).reshape(nb_slices * t, nb_samples * nb_bins, nb_channels, 4)
+        ref = wiener(vs, xs, **opts)
+        # (S*T, N*B, C, J') -> (S, T, N, B, C, J') -> (N, J', C, B, S, T)
+        ref = ref.reshape(nb_slices, t, nb_samples, nb_bins, nb_channels, -1).permute(2, 5, 4, 3, 0, 1)
+        assert a.shape == ref.shape and a.dtype == ref.dtype
+        assert rel_err(a.numpy(), ref.numpy()) <= TOL
+
+
+# --------------------------------------------------------------------------------------------------------
+# properties
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3])
+@pytest.mark.parametrize("iterations", [0, 1, 2])
+def test_residual_sums_to_the_mixture(iterations, channels):
+    v, x = make_inputs(12, nb_frames=32, nb_channels=channels, nb_sources=3)
+    y = run(v, x, iterations, residual=True)
+    assert y.shape[-1] == 4
+    assert rel_err(y.sum(axis=-1), x) <= (1e-12 if iterations == 0 else 1e-5)
+
+
+def test_swapped_channels_give_swapped_estimates():
+    v, x = make_inputs(19, nb_sources=3)
+    y = run(v, x, 2, residual=True)
+    swapped = run(v[:, :, ::-1].copy(), x[:, :, ::-1].copy(), 2, residual=True)
+    assert rel_err(swapped, y[:, :, ::-1]) <= 1e-12
+
+
+def test_inputs_not_modified():
+    for softmask, residual in itertools.product((False, True), repeat=2):
+        v, x = make_inputs(13, nb_sources=2)
+        v0, x0 = v.copy(), x.copy()
+        run(v, x, 2, softmask, residual)
+        np.testing.assert_array_equal(v, v0)
+        np.testing.assert_array_equal(x, x0)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3])
+def test_silent_sources_are_finite(channels):
+    v, x = make_inputs(14, nb_channels=channels, nb_sources=3)
+    zeros_v = np.zeros_like(v)
+    for tgt, mix in ((zeros_v, x), (zeros_v, np.zeros_like(x)), (v, np.zeros_like(x))):
+        for iterations, softmask, residual in itertools.product((0, 1, 2), (False, True), (False, True)):
+            y = run(tgt, mix, iterations, softmask, residual)
+            assert np.isfinite(y).all()
+            if not tgt.any():  # silent sources stay silent
+                assert not y[..., :3].any()
+    v[..., 1] = 0  # one silent source among loud ones
+    y = run(v, x, 2)
+    assert np.isfinite(y).all() and not y[..., 1].any()
+
+
+def test_dtype_follows_the_mixture():
+    v, x = make_inputs(15, dtype=np.float32)
+    assert run(v, x).dtype == np.complex64
+    assert run(v, x.astype(np.complex128)).dtype == np.complex128  # targets follow the mixture's precision
+
+
+def test_bad_arguments_raise_clear_errors():
+    v, x = make_inputs(18)
+    vb, xb = as_block(v, x)
+    with pytest.raises(ValueError, match=r"wiener_blocks_numba: 2 target pieces for 1 mixture pieces"):
+        wiener_blocks_numba([vb, vb], [xb])
+    with pytest.raises(ValueError, match=r"wiener_blocks_numba: block 0: targets .* do not match the mixture"):
+        wiener_blocks_numba([vb[:, :, :, :2]], [xb])
+    with pytest.raises(ValueError, match="iterations must be an integer >= 0"):
+        wiener_blocks_numba([vb], [xb], iterations=1.5)
+    with pytest.raises(TypeError, match="block 0: the mixture must be a complex torch tensor"):
+        wiener_blocks_numba([vb], [xb.real])
