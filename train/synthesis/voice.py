@@ -51,11 +51,30 @@ def _espeak(word: str, voice: str) -> np.ndarray:
 
 
 def word_sound(word: str, voice: str) -> WordSound:
-    """Cached :class:`WordSound` for `word` spoken by espeak-ng voice `voice` (silence trimmed)."""
+    """Cached :class:`WordSound` for `word` spoken by espeak-ng voice `voice` (silence trimmed).
+
+    Other engines (corpus v2's festival voice) fill the cache first with :func:`register_word`.
+    """
     key = (voice, word)
     if key in _WORDS:
         return _WORDS[key]
-    audio = _espeak(word, voice)
+    out = analyse_word(_espeak(word, voice))
+    _WORDS[key] = out
+    return out
+
+
+def register_word(word: str, voice: str, audio: np.ndarray) -> None:
+    """Cache a spoken word (mono float64 at VOICE_RATE) from another engine under the voice name `voice`."""
+    _WORDS[(voice, word)] = analyse_word(audio)
+
+
+def is_cached(word: str, voice: str) -> bool:
+    """True when `word` of `voice` is already analysed in this process."""
+    return (voice, word) in _WORDS
+
+
+def analyse_word(audio: np.ndarray) -> WordSound:
+    """Trim a spoken word's silences and analyse it for singing (voiced span, Praat manipulation, gain)."""
     frame = int(0.005 * VOICE_RATE)
     nb = len(audio) // frame
     env = np.sqrt(np.mean(audio[: nb * frame].reshape(nb, frame) ** 2, axis=1) + 1e-12)  # (nb_frames,) RMS
@@ -71,9 +90,7 @@ def word_sound(word: str, voice: str) -> WordSound:
     region = audio[int(t0 * VOICE_RATE): int(t1 * VOICE_RATE) + 1]
     rms = float(np.sqrt(np.mean(region ** 2))) if len(region) else float(np.sqrt(np.mean(audio ** 2)))
     manipulation = call(sound, "To Manipulation", 0.01, 60.0, 500.0)
-    out = WordSound(audio, t0, t1, manipulation, 0.1 / max(rms, 1e-6))
-    _WORDS[key] = out
-    return out
+    return WordSound(audio, t0, t1, manipulation, 0.1 / max(rms, 1e-6))
 
 
 @dataclass(frozen=True)
