@@ -86,6 +86,24 @@ def test_compare_command(tmp_path):
     assert (out / "stats.png").stat().st_size > 10_000
 
 
+def test_compare_three_corpora_with_labels(tmp_path):
+    """v1, v2 and a real corpus side by side: --compare and --compare-label repeat, in order."""
+    from train.stats import main
+
+    for name, freq in (("v1", 220), ("v2", 440), ("real", 880)):
+        _corpus(tmp_path / name, freq, 0.1, 1)
+    out = tmp_path / "out"
+    assert main(["--root", str(tmp_path / "v1"), "--label", "corpus v1", "--compare", str(tmp_path / "v2"),
+                 "--compare-label", "corpus v2", "--compare", str(tmp_path / "real"), "--output", str(out),
+                 "--no-progress"]) == 0
+    doc = json.loads((out / "stats_summary.json").read_text())
+    assert [c["label"] for c in doc["corpora"]] == ["corpus v1", "corpus v2", "real"]
+    medians = [doc["summary"][c]["bass"]["centroid_hz"]["median"] for c in ("corpus v1", "corpus v2", "real")]
+    assert medians[0] < medians[1] < medians[2]
+    assert main(["--root", str(tmp_path / "v1"), "--compare-label", "x", "--output", str(out),
+                 "--no-progress"]) == 2
+
+
 def test_missing_stem_is_reported(tmp_path):
     _corpus(tmp_path / "a", 220, 0.3, 1)
     (tmp_path / "a" / "test" / "track 0" / "bass.wav").unlink()

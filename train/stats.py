@@ -1,4 +1,4 @@
-"""`python -m train.stats`: per-stem statistics of a multitrack corpus, optionally compared with a second corpus.
+"""`python -m train.stats`: per-stem statistics of a multitrack corpus, optionally compared with other corpora.
 
 For every track and every file (mixture, drums, bass, other, vocals) of a MUSDB18-HQ-layout root:
 
@@ -18,6 +18,8 @@ and a table on stdout.
 Example::
 
     python -m train.stats --root data --compare /path/to/musdb18hq --subset test --output out/stats
+    python -m train.stats --root corpus_v1 --label v1 --compare corpus_v2 --compare-label v2 \
+        [--compare /path/to/musdb18hq --compare-label MUSDB18-HQ] --output out/stats_v1_v2
 """
 
 from __future__ import annotations
@@ -258,12 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Per-stem loudness (RMS dBFS and BS.1770 LUFS), silence ratio and spectral centroid of a "
                     "MUSDB18-HQ-layout corpus, optionally compared with another corpus.")
     p.add_argument("--root", required=True, help="corpus root with {train,test}/<track>/{mixture,...}.wav")
-    p.add_argument("--compare", default=None, help="second corpus root to compare with (e.g. real MUSDB18-HQ)")
+    p.add_argument("--compare", action="append", default=[],
+                   help="another corpus root to compare with, repeatable (e.g. --compare v2 --compare musdb18hq; "
+                        "default: none)")
     p.add_argument("--subset", choices=("train", "test", "all"), default="all", help="subset(s) to read (default all)")
     p.add_argument("--compare-subset", choices=("train", "test", "all"), default=None,
-                   help="subset of the second corpus (default: same as --subset)")
+                   help="subset of the compared corpora (default: same as --subset)")
     p.add_argument("--label", default=None, help="name of the first corpus in outputs (default: folder name)")
-    p.add_argument("--compare-label", default=None, help="name of the second corpus (default: folder name)")
+    p.add_argument("--compare-label", action="append", default=[],
+                   help="name of each compared corpus, in --compare order (default: folder names)")
     p.add_argument("--output", default="out/stats", help="output folder for CSV, JSON and PNG (default out/stats)")
     p.add_argument("--png", default="stats.png", help="file name of the figure inside --output (default stats.png)")
     p.add_argument("--silence-db", type=float, default=-60.0, help="silence threshold per 1 s frame (dBFS, default -60)")
@@ -277,11 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
     corpora = [(args.root, args.subset, args.label or Path(args.root).resolve().name)]
-    if args.compare:
-        label = args.compare_label or Path(args.compare).resolve().name
-        if label == corpora[0][2]:
+    if len(args.compare_label) > len(args.compare):
+        print("error: more --compare-label than --compare", file=sys.stderr)
+        return 2
+    for i, root in enumerate(args.compare):
+        label = args.compare_label[i] if i < len(args.compare_label) else Path(root).resolve().name
+        while label in [c[2] for c in corpora]:
             label += " (compare)"
-        corpora.append((args.compare, args.compare_subset or args.subset, label))
+        corpora.append((root, args.compare_subset or args.subset, label))
     rows = []
     try:
         for root, subset, label in corpora:
