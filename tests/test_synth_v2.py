@@ -189,3 +189,21 @@ def test_key_change_moves_every_later_note():
     line = [MelodyNote(0.0, 1.0, 60, "a", 1.0, 0), MelodyNote(4.0, 1.0, 60, "b", 1.0, 1)]
     (moved,) = _transpose_from([bass], [line], 2.0, 4.0, 2)
     assert [n.pitch for n in bass.notes] == [40, 42] and [n.pitch for n in moved] == [60, 62]
+
+
+def test_stem_figure_draws_a_png(tmp_path):
+    import soundfile as sf
+
+    from train import stem_figure
+
+    track = tmp_path / "song"
+    track.mkdir()
+    t = np.arange(SR) / SR
+    for k, name in enumerate(("mixture", "drums", "bass", "other", "vocals")):
+        x = 0.1 * np.sin(2 * np.pi * 110 * (k + 1) * t)
+        sf.write(track / f"{name}.wav", np.stack([x, x], axis=1), SR)
+    out = tmp_path / "fig.png"
+    assert stem_figure.main(["--track", str(track), "--output", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+    (track / "bass.wav").unlink()
+    assert stem_figure.main(["--track", str(track), "--output", str(out)]) == 1
