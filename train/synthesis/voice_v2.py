@@ -1,9 +1,9 @@
 """Corpus v2 singing: the HTS voice of festival (cmu_us_slt_arctic_hts, US English) as a second speech engine
 for the v1 Praat singing path, plus breaths and double-tracked lead vocals.
 
-* festival speaks every word a song needs in one batch call (its start-up costs ~2-3 s of mostly idle wall time,
-  ~0.2 s CPU), resampled to the singing rate (22.05 kHz); words are cached per process, so later songs of a
-  worker only synthesise words they have not met. A male singer is the same voice through Praat's
+* festival speaks words in batch calls (start-up ~0.3 s of CPU, then ~40 ms per word), resampled to the singing
+  rate (22.05 kHz); the first call of a process speaks the whole English lexicon, so later songs of a worker
+  reuse the cached audio. A male singer is the same voice through Praat's
   "Change gender" (formants lowered by 14-20 %), since Debian packages one HTS voice.
 * the sung notes then go through voice.sing (stretching to note length, pitch contour with scoop, portamento,
   vibrato and drift), exactly as the espeak-ng path does; espeak-ng stays the other engine (and the only one for
@@ -24,6 +24,7 @@ import soundfile as sf
 from scipy import signal
 
 from train.synthesis import voice as v1voice
+from train.synthesis.melody import LEXICON, VOCABLES
 from train.synthesis.resources import FESTIVAL_VOICE, require
 from train.synthesis.voice import VOICE_RATE, SungNote
 
@@ -77,14 +78,26 @@ def festival_voice_name(male: bool) -> str:
     return "festival:slt:male" if male else "festival:slt"
 
 
+_SPOKEN: dict[str, np.ndarray] = {}  # word -> festival audio at VOICE_RATE, per process
+
+
 def prepare_festival(notes: list[SungNote], male: bool) -> str:
-    """Make sure every word of `notes` is cached for the festival voice; returns the voice name to sing with."""
+    """Make sure every word of `notes` is cached for the festival voice; returns the voice name to sing with.
+
+    The first call of a process speaks the whole English lexicon and the vocables in one festival run (~40 ms of
+    CPU per word, ~3 s in all): a worker then never starts festival again for lexicon words. Cached audio does
+    not depend on which song asked first, so results stay a pure function of the song's seed.
+    """
     name = festival_voice_name(male)
-    todo = sorted({n.word for n in notes if not v1voice.is_cached(n.word, name)})
+    words = {n.word for n in notes}
+    todo = sorted(w for w in words if w not in _SPOKEN)
     if todo:
-        for word, audio in festival_words(todo).items():
-            if male:
-                audio = _lower_formants(audio, 0.83)
+        if not _SPOKEN:
+            todo = sorted(set(todo) | set(LEXICON["en"]) | set(VOCABLES))
+        _SPOKEN.update(festival_words(todo))
+    for word in sorted(words):
+        if not v1voice.is_cached(word, name):
+            audio = _lower_formants(_SPOKEN[word], 0.83) if male else _SPOKEN[word]
             v1voice.register_word(word, name, audio)
     return name
 
