@@ -209,3 +209,15 @@ def test_stem_figure_draws_a_png(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
     (track / "bass.wav").unlink()
     assert stem_figure.main(["--track", str(track), "--output", str(out)]) == 1
+
+
+def test_tempo_change_grid_slows_after_the_change():
+    from train.synthesis.song_v2 import TempoChangeGrid
+    from train.synthesis.theory import Grid
+
+    base = Grid(120, 4, 0.2, 0.5)
+    grid = TempoChangeGrid(120, 4, 0.2, 0.5, change_beat=8.0, ratio=1.25)
+    for beat in (0.0, 1.5, 7.25, 8.0):
+        assert grid.seconds(beat) == base.seconds(beat)
+    assert grid.seconds(12.0) - grid.seconds(8.0) == pytest.approx(1.25 * 4 * 0.5)
+    assert grid.seconds(12.5) - grid.seconds(12.0) == pytest.approx(1.25 * (base.seconds(12.5) - base.seconds(12.0)))

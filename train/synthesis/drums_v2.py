@@ -61,7 +61,7 @@ def humanise(part: Part, plan: SongPlan, rng: np.random.Generator, feel: str) ->
             slot = int(round(t / sixteenth)) + step
             if slot not in taken and rng.random() < ghost_rate:
                 taken.add(slot)
-                notes.append(Note(slot * sixteenth + float(rng.normal(0.004, jitter)), 0.2, SNARE,
+                notes.append(Note(t + step * sixteenth + float(rng.normal(0.004, jitter)), 0.2, SNARE,
                                   int(rng.integers(18, 41))))
     opens = [n for n in notes if n.pitch == OPEN_HAT]
     for n in opens:  # close some open hats with a soft pedal a sixteenth or an eighth later

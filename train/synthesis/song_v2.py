@@ -1,6 +1,6 @@
 """Corpus v2: one song end to end, closer to produced music than v1.
 
-plan (v1 planner with the v2 genres) -> parts (v1 generators) -> key change -> recorded or GM drum kit with v2
+plan (v1 planner with the v2 genres) -> tempo change -> parts (v1 generators) -> key change -> recorded or GM drum kit with v2
 humanisation -> FluidSynth render, one group per instrument, from MuseScore General or FluidR3 -> pedalboard
 effects per instrument and per stem (+ EDM sidechain) -> sung vocals (festival HTS or espeak-ng) with breaths,
 doubles, harmony and vocal effects -> stem levels -> sum-exact master (mastering.py) -> 16-bit stems.
@@ -11,7 +11,7 @@ A song is a pure function of (seed, split, index, seconds): its generators are s
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from train.synthesis.plan import SongPlan, plan_song
 from train.synthesis.resources import AVL_KITS, MUSESCORE, require
 from train.synthesis.song import SPLIT_CODES, STEMS, _silent, _sung_notes
 from train.synthesis.styles_v2 import GENRE_WEIGHTS_V2, GENRES_V2, MIX_STYLES
+from train.synthesis.theory import Grid
 from train.synthesis.voice import sing
 from train.synthesis.voice_v2 import breaths, double_notes, prepare_festival
 
@@ -44,6 +45,37 @@ def _transpose_from(parts: list[Part], melody: list[list[MelodyNote]], seconds: 
         part.notes = [Note(n.start, n.duration, n.pitch + shift, n.velocity) if n.start >= seconds - 0.02 else n
                       for n in part.notes]
     return [[replace(n, pitch=n.pitch + shift) if n.beat >= beat - 1e-6 else n for n in line] for line in melody]
+
+
+@dataclass(frozen=True)
+class TempoChangeGrid(Grid):
+    """A grid whose tempo changes once: beats after `change_beat` last `ratio` times as long (swing kept)."""
+
+    change_beat: float = 0.0
+    ratio: float = 1.0
+
+    def seconds(self, beat: float) -> float:
+        """Onset time of `beat`; after the change, time runs `ratio` times slower than the base grid."""
+        base = Grid.seconds(self, beat)
+        if beat <= self.change_beat:
+            return base
+        pivot = Grid.seconds(self, self.change_beat)
+        return pivot + (base - pivot) * self.ratio
+
+
+def _tempo_change(plan: SongPlan, rng: np.random.Generator) -> tuple[float, float] | None:
+    """(beat, ratio): 25 % of songs with a bridge, break or outro after their second section slow down 5-20 % from
+    there (a ritardando or a heavier breakdown). Only slowing down: the plan's bars then still cover the song."""
+    if len(plan.sections) < 3 or rng.random() >= 0.25:
+        return None
+    late = [s for s in plan.sections[2:] if s.kind in ("bridge", "break", "outro")]
+    if not late:
+        return None
+    section = late[int(rng.integers(len(late)))]
+    beat = float(section.start_bar * plan.grid.beats_per_bar)
+    if plan.grid.seconds(beat) >= plan.seconds - 1.0:
+        return None
+    return beat, float(rng.uniform(1.05, 1.2))
 
 
 def _key_change(plan: SongPlan, rng: np.random.Generator) -> tuple[float, float, int] | None:
@@ -80,6 +112,10 @@ def _render_attempt(seq: np.random.SeedSequence, seconds: float) -> tuple[dict[s
     engine = "festival" if arr_rng.random() < 0.7 else "espeak-ng"
     if engine == "festival":  # the HTS voice sings English lyrics
         plan.voice = replace(plan.voice, language="en-us")
+    tempo = _tempo_change(plan, arr_rng)
+    if tempo is not None:
+        g = plan.grid
+        plan.grid = TempoChangeGrid(g.bpm, g.beats_per_bar, g.swing, g.swing_unit, tempo[0], tempo[1])
     drums_part = make_drums(plan, drum_rng)
     bass_part = make_bass(plan, bass_rng)
     lead, harmony = make_melody(plan, melody_rng)
@@ -156,6 +192,8 @@ def _render_attempt(seq: np.random.SeedSequence, seconds: float) -> tuple[dict[s
         "drum_kit": kit.name, "ghost_and_choke": {"crash_chokes": len(chokes)},
         "soundfonts": fonts, "other_effects": families, "sidechain": sidechain,
         "key_change": None if change is None else {"at_seconds": round(change[0], 2), "semitones": change[2]},
+        "tempo_change": None if tempo is None else {"at_seconds": round(plan.grid.seconds(tempo[0]), 2),
+                                                    "bpm_after": round(plan.grid.bpm / tempo[1], 2)},
         "voice_engine": engine, "voice": singer, "male": male, "double_tracked": doubled,
     }
     meta["mix"] = levels
