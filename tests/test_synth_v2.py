@@ -221,3 +221,22 @@ def test_tempo_change_grid_slows_after_the_change():
         assert grid.seconds(beat) == base.seconds(beat)
     assert grid.seconds(12.0) - grid.seconds(8.0) == pytest.approx(1.25 * 4 * 0.5)
     assert grid.seconds(12.5) - grid.seconds(12.0) == pytest.approx(1.25 * (base.seconds(12.5) - base.seconds(12.0)))
+
+
+@pytest.mark.parametrize("name", ["BJA_Pacific", "ForzeeStereo", "Millo_MultiLayered2"])
+def test_hydrogen_kits_play_velocity_layers_and_close_the_hat(name):
+    from train.synthesis import hydrogen
+    from train.synthesis.events import Note
+
+    kit = hydrogen.load_kit(name)
+    assert {36, 38, 42}.issubset(kit) and len(kit[38]) >= 4, "not a multi-velocity kit"
+    soft = hydrogen.render([Note(0.0, 0.2, SNARE, 20)], SR, kit)
+    hard = hydrogen.render([Note(0.0, 0.2, SNARE, 127)], SR, kit)
+    assert _rms(hard) > 2 * _rms(soft) > 0
+    # a different recording, not the same sample scaled: the normalised waveforms differ
+    assert not np.allclose(soft / np.abs(soft).max(), hard / np.abs(hard).max(), atol=1e-2)
+    open_hat = [Note(0.0, 1.0, OPEN_HAT, 100)]
+    ringing = hydrogen.render(open_hat, SR, kit)
+    closed = hydrogen.render(open_hat + [Note(0.25, 0.2, PEDAL_HAT, 1)], SR, kit)
+    late = slice(int(0.3 * SR), int(0.5 * SR))
+    assert _rms(ringing[:, late]) > 10 * _rms(closed[:, late])

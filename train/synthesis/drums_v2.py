@@ -1,5 +1,5 @@
-"""Corpus v2 drums: the v1 groove part played on a recorded multi-velocity kit (avldrums SF2, or a GM kit of
-MuseScore General / FluidR3), with deeper humanisation, snare ghost notes, hi-hat and crash chokes.
+"""Corpus v2 drums: the v1 groove part played on a recorded multi-velocity kit (avldrums SF2 or a Hydrogen kit)
+or a GM kit of MuseScore General / FluidR3, with deeper humanisation, snare ghost notes, hi-hat and crash chokes.
 
 * humanisation: per-instrument timing offsets (the snare lays back in hip-hop, the hats push in rock), Gaussian
   timing jitter, velocity jitter and a hi-hat accent curve per bar position;
@@ -29,12 +29,14 @@ KEY_MAP = {70: 42, 69: 42, 82: 42, 35: 36, 75: 37, 76: 37, 77: 37}
 
 @dataclass
 class DrumKit:
-    """Where the kit comes from: a soundfont file and preset (bank 128 = GM drum bank)."""
+    """Where the kit comes from: a soundfont file and preset (bank 128 = GM drum bank), or a Hydrogen kit folder
+    name (rendered by hydrogen.py instead of FluidSynth)."""
 
     name: str
     soundfont: str | None
     bank: int
     program: int
+    hydrogen: str | None = None
 
 
 def humanise(part: Part, plan: SongPlan, rng: np.random.Generator, feel: str) -> list[Note]:

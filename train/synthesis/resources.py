@@ -26,6 +26,8 @@ FESTIVAL_VOICE = "voice_cmu_us_slt_arctic_hts"
 RESOURCES = {
     "avl_black_pearl": ("file", AVL_KITS["black_pearl"], "apt-get install avldrums.lv2-soundfont"),
     "avl_red_zeppelin": ("file", AVL_KITS["red_zeppelin"], "apt-get install avldrums.lv2-soundfont"),
+    "hydrogen_kits": ("file", "/usr/share/hydrogen/data/drumkits/ForzeeStereo/drumkit.xml",
+                      "apt-get install hydrogen-drumkits"),
     "musescore_general": ("file", MUSESCORE, "apt-get install musescore-general-soundfont-lossless"),
     "fluidr3": ("file", "/usr/share/sounds/sf2/FluidR3_GM.sf2", "apt-get install fluid-soundfont-gm"),
     "festival": ("program", "festival", "apt-get install festival"),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from train.synthesis import effects, mix
+from train.synthesis import effects, hydrogen, mix
 from train.synthesis.bass import make_bass
 from train.synthesis.drums import KICK, make_drums
 from train.synthesis.drums_v2 import CRASHES, DrumKit, choke_envelope, crash_chokes, humanise, split_kit
@@ -35,8 +35,8 @@ from train.synthesis.voice_v2 import breaths, double_notes, prepare_festival
 GENERATOR_VERSION = 2
 MAX_ATTEMPTS = 5
 #: resources every v2 song may use (checked before the first song)
-NEEDED = ["avl_black_pearl", "avl_red_zeppelin", "musescore_general", "fluidr3", "festival", "festival_slt_hts",
-          "espeak_ng", "pedalboard", "pyloudnorm"]
+NEEDED = ["avl_black_pearl", "avl_red_zeppelin", "hydrogen_kits", "musescore_general", "fluidr3", "festival",
+          "festival_slt_hts", "espeak_ng", "pedalboard", "pyloudnorm"]
 
 
 def _transpose_from(parts: list[Part], melody: list[list[MelodyNote]], seconds: float, beat: float, shift: int):
@@ -92,9 +92,13 @@ def _key_change(plan: SongPlan, rng: np.random.Generator) -> tuple[float, float,
 
 
 def _choose_kit(plan: SongPlan, rng: np.random.Generator, recorded: float) -> DrumKit:
-    """An avldrums recorded kit (probability `recorded`), else the plan's GM kit from MuseScore General or FluidR3."""
+    """A recorded kit (probability `recorded`: one of two avldrums SF2s or three Hydrogen kits), else the plan's GM
+    kit from MuseScore General or FluidR3."""
     if rng.random() < recorded:
-        name = str(rng.choice(sorted(AVL_KITS)))
+        choices = [f"avl:{k}" for k in sorted(AVL_KITS)] + [f"hydrogen:{k}" for k in hydrogen.KITS]
+        source, name = str(rng.choice(choices)).split(":")
+        if source == "hydrogen":
+            return DrumKit(f"hydrogen_{name}", None, 0, 0, hydrogen=name)
         return DrumKit(f"avl_{name}", AVL_KITS[name], 0, 0)
     if rng.random() < 0.6:
         return DrumKit(f"musescore_{plan.kit}", MUSESCORE, 128, plan.kit)
@@ -132,7 +136,14 @@ def _render_attempt(seq: np.random.SeedSequence, seconds: float) -> tuple[dict[s
     for part in [bass_part] + others:
         part.soundfont = MUSESCORE if kit_rng.random() < 0.65 else None
         fonts[part.name] = "musescore" if part.soundfont else "fluidr3"
+    if kit.hydrogen:  # sampled in numpy; FluidSynth renders silence for the two empty drum groups
+        sampled = hydrogen.load_kit(kit.hydrogen)
+        shells = hydrogen.render(main_kit.notes, nb_samples, sampled)
+        crashes = hydrogen.render(crash_part.notes, nb_samples, sampled)
+        main_kit, crash_part = Part("drums", 0), Part("crashes", 0)
     rendered = render_groups([[main_kit], [crash_part], [bass_part]] + [[p] for p in others], nb_samples, SOUNDFONT)
+    if kit.hydrogen:
+        rendered[0], rendered[1] = shells, crashes
     crash_audio = rendered[1] * choke_envelope(chokes, [n.start for n in hits if n.pitch in CRASHES], nb_samples)
     drums = effects.process(effects.drum_chain(fx_rng, style.feel), rendered[0] + crash_audio)
     bass = effects.process(effects.bass_chain(fx_rng, plan.bass_program, style.feel), rendered[2])
