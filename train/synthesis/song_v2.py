@@ -1,9 +1,10 @@
 """Corpus v2: one song end to end, closer to produced music than v1.
 
-plan (v1 planner with the v2 genres) -> tempo change -> parts (v1 generators) -> key change -> recorded or GM drum kit with v2
-humanisation -> FluidSynth render, one group per instrument, from MuseScore General or FluidR3 -> pedalboard
-effects per instrument and per stem (+ EDM sidechain) -> sung vocals (festival HTS or espeak-ng) with breaths,
-doubles, harmony and vocal effects -> stem levels -> sum-exact master (mastering.py) -> 16-bit stems.
+plan (v1 planner with the v2 genres) -> tempo change -> parts (v1 generators) -> key change -> recorded or GM
+drum kit with v2 humanisation -> FluidSynth render (one group per instrument, MuseScore General or FluidR3) or
+the Hydrogen sampler -> pedalboard effects per instrument and per stem (+ EDM sidechain) -> sung vocals (festival
+HTS or espeak-ng) with breaths, doubles, harmony and vocal effects -> stem levels -> sum-exact master
+(mastering.py) -> 16-bit stems.
 
 A song is a pure function of (seed, split, index, seconds): its generators are spawned from
 `SeedSequence([seed, split code, index, 2])` (the trailing 2 keeps v2 songs apart from v1 songs of the same seed).
@@ -156,7 +157,8 @@ def _render_attempt(seq: np.random.SeedSequence, seconds: float) -> tuple[dict[s
     sidechain = fx_rng.random() < style.sidechain
     if sidechain:
         kicks = [n.start for n in hits if n.pitch == KICK]
-        duck = effects.sidechain_gain(kicks, nb_samples, float(fx_rng.uniform(4, 10)), float(fx_rng.uniform(0.06, 0.14)))
+        depth, release = float(fx_rng.uniform(4, 10)), float(fx_rng.uniform(0.06, 0.14))
+        duck = effects.sidechain_gain(kicks, nb_samples, depth, release)
         bass *= duck
         other *= duck
     del rendered, crash_audio
