@@ -111,3 +111,24 @@ def test_missing_stem_is_reported(tmp_path):
                            str(tmp_path / "out"), "--no-progress"], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 1 and "bass.wav" in proc.stderr
+
+
+def test_compare_stem_file_reads_the_real_excerpt(tmp_path):
+    """A MUSDB18 .stem.mp4 (stempeg's real excerpt) joins the comparison as one more corpus, streams in order."""
+    import stempeg
+
+    from train.stats import main
+
+    excerpt = Path(stempeg.__file__).parent / "data" / "The Easton Ellises - Falcon 69.stem.mp4"
+    _corpus(tmp_path / "v1", 220, 0.1, 1)
+    out = tmp_path / "out"
+    assert main(["--root", str(tmp_path / "v1"), "--compare-stem", str(excerpt), "--output", str(out),
+                 "--no-progress"]) == 0
+    summary = json.loads((out / "stats_summary.json").read_text())["summary"]
+    real = summary["real: The Easton Ellises - Falcon 69"]
+    assert set(real) == {"mixture", "drums", "bass", "other", "vocals"}
+    centroid = {stem: real[stem]["centroid_hz"]["median"] for stem in real}
+    assert min(centroid, key=centroid.get) == "bass" and max(centroid, key=centroid.get) == "drums"
+    assert real["mixture"]["lufs"]["median"] > max(real[s]["lufs"]["median"] for s in ("drums", "bass", "other"))
+    assert main(["--root", str(tmp_path / "v1"), "--compare-stem", str(tmp_path / "none.stem.mp4"), "--output",
+                 str(out), "--no-progress"]) == 1

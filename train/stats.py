@@ -140,6 +140,23 @@ def stem_statistics(x: np.ndarray, sample_rate: float, silence_db: float = -60.0
     }
 
 
+def stem_file_statistics(path: str | Path, label: str, silence_db: float = -60.0) -> list[dict]:
+    """Rows {corpus, track, stem, *METRICS} of one MUSDB18 ``.stem.mp4`` file (streams in FILES order), e.g. the
+    real excerpt that ships with stempeg; needs stempeg and ffmpeg."""
+    try:
+        import stempeg
+    except ImportError as err:
+        raise RuntimeError("reading .stem.mp4 files needs stempeg (pip install musdb==0.4.3)") from err
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such stem file")
+    audio, rate = stempeg.read_stems(str(path), dtype=np.float32)  # (nb_streams, nb_samples, nb_channels)
+    if audio.ndim != 3 or audio.shape[0] < len(FILES):
+        raise RuntimeError(f"{path}: expected {len(FILES)} streams, got an array of shape {audio.shape}")
+    name = Path(path).name.removesuffix(".stem.mp4")
+    return [{"corpus": label, "track": name, "stem": stem, **stem_statistics(audio[k], rate, silence_db)}
+            for k, stem in enumerate(FILES)]
+
+
 def corpus_statistics(root: str | Path, subset: str, label: str, silence_db: float = -60.0,
                       max_tracks: int | None = None, max_seconds: float | None = None,
                       progress: bool = True) -> list[dict]:
@@ -263,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", action="append", default=[],
                    help="another corpus root to compare with, repeatable (e.g. --compare v2 --compare musdb18hq; "
                         "default: none)")
+    p.add_argument("--compare-stem", action="append", default=[],
+                   help="a MUSDB18 .stem.mp4 file as one more corpus, repeatable (e.g. stempeg's bundled real "
+                        "excerpt 'The Easton Ellises - Falcon 69.stem.mp4'; default: none)")
     p.add_argument("--subset", choices=("train", "test", "all"), default="all", help="subset(s) to read (default all)")
     p.add_argument("--compare-subset", choices=("train", "test", "all"), default=None,
                    help="subset of the compared corpora (default: same as --subset)")
@@ -295,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         for root, subset, label in corpora:
             rows += corpus_statistics(root, subset, label, args.silence_db, args.max_tracks, args.max_seconds,
                                       args.progress)
+        for path in args.compare_stem:
+            rows += stem_file_statistics(path, f"real: {Path(path).name.removesuffix('.stem.mp4')}"[:40],
+                                         args.silence_db)
     except (FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -306,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                                   for r in rows]
     _write_atomic(out / "stats_tracks.csv", "\n".join(lines) + "\n")
     doc = {"silence_db": args.silence_db, "corpora": [{"root": str(Path(r).resolve()), "subset": s, "label": l}
-                                                      for r, s, l in corpora], "summary": summary}
+                                                      for r, s, l in corpora], "summary": summary,
+           "stem_files": [str(Path(p).resolve()) for p in args.compare_stem]}
     _write_atomic(out / "stats_summary.json", json.dumps(doc, indent=1, allow_nan=False, default=str) + "\n")
     plot(rows, out / args.png, " vs ".join(l for _, _, l in corpora) + f"  ({len(rows) // len(FILES)} tracks)")
     print(format_table(summary))
