@@ -62,3 +62,20 @@ def test_run_writes_json_and_table(tmp_path):
 
 def test_rejects_missing_model_folder(tmp_path):
     assert real.main(["--model", str(tmp_path / "nope"), "--output", str(tmp_path)]) == 2
+
+
+def test_run_with_the_shipped_model(tmp_path):
+    """A model row is labelled by folder and architecture and holds finite scores for every target."""
+    result = real.run(["pretrained-model"], tmp_path)
+    assert list(result["rows"]) == ["mixture/4", "MPI-sliCQ", "pretrained-model (xumx-slicq)"]
+    row = result["rows"]["pretrained-model (xumx-slicq)"]
+    assert all(np.isfinite(row[t]) for t in TARGETS) and row["mean"] == pytest.approx(
+        np.mean([row[t] for t in TARGETS]), abs=1e-3)
+    assert "| pretrained-model (xumx-slicq) |" in (tmp_path / "real.md").read_text()
+
+
+def test_listed_as_a_benchmark_subcommand(capsys):
+    from benchmark.__main__ import main
+
+    assert main(["--help"]) == 0
+    assert "real" in capsys.readouterr().out
