@@ -240,3 +240,19 @@ def test_hydrogen_kits_play_velocity_layers_and_close_the_hat(name):
     closed = hydrogen.render(open_hat + [Note(0.25, 0.2, PEDAL_HAT, 1)], SR, kit)
     late = slice(int(0.3 * SR), int(0.5 * SR))
     assert _rms(ringing[:, late]) > 10 * _rms(closed[:, late])
+
+
+def test_legato_into_a_word_with_a_long_unvoiced_start_sings():
+    """Portamento terms overflow before a late voiced onset; the note must still sing (it used to raise in Praat)."""
+    from train.synthesis import voice
+
+    rate = voice.VOICE_RATE
+    rng = np.random.default_rng(0)
+    t = np.arange(int(0.45 * rate)) / rate
+    vowel = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 20)) * 0.1
+    audio = np.concatenate([0.05 * rng.standard_normal(int(0.5 * rate)), vowel])
+    voice.register_word("hush", "test:unvoiced", audio)
+    assert voice.word_sound("hush", "test:unvoiced").t0 > 0.35
+    notes = [SungNote(0.2, 0.4, 72, "hush", 1.0, None), SungNote(0.6, 0.6, 60, "hush", 1.0, 72)]  # glide down
+    out = sing(notes, "test:unvoiced", 2 * SR, np.random.default_rng(1))
+    assert np.isfinite(out).all() and _rms(out[int(0.6 * SR):int(1.2 * SR)]) > 0.01

@@ -146,7 +146,12 @@ def sing_note(note: SungNote, voice: str, rng: np.random.Generator) -> tuple[np.
     u_abs = np.arange(0.0, out_len, 0.01)
     cents = _pitch_cents(u_abs - ws.t0, note, (float(rng.uniform(5.0, 6.5)), float(rng.uniform(15, 55)),
                                                float(rng.uniform(0, 2 * np.pi))), float(rng.normal(0, 6)))
-    freq = 440.0 * 2 ** ((note.pitch - 69) / 12 + cents / 1200)
+    with np.errstate(over="ignore"):
+        freq = 440.0 * 2 ** ((note.pitch - 69) / 12 + cents / 1200)
+    # Before the voiced onset (u < 0) the scoop/portamento terms grow as exp(-u / tau). A word with a long unvoiced
+    # start (some festival words) overflows them to inf, which Praat refuses. Those points lie where nothing is
+    # voiced, so the largest finite value stands in. Songs that rendered before never held inf, so they are unchanged.
+    freq = np.where(np.isfinite(freq), freq, np.finfo(np.float64).max)
     pitch_tier = call("Create PitchTier", "melody", 0.0, duration)
     # one Praat script for all points: ~20x faster than a call per point, and repr() round-trips every double
     run(pitch_tier, "\n".join(f"Add point: {float(t)!r}, {float(f)!r}" for t, f in zip(to_original(u_abs), freq)))
