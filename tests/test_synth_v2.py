@@ -256,3 +256,25 @@ def test_legato_into_a_word_with_a_long_unvoiced_start_sings():
     notes = [SungNote(0.2, 0.4, 72, "hush", 1.0, None), SungNote(0.6, 0.6, 60, "hush", 1.0, 72)]  # glide down
     out = sing(notes, "test:unvoiced", 2 * SR, np.random.default_rng(1))
     assert np.isfinite(out).all() and _rms(out[int(0.6 * SR):int(1.2 * SR)]) > 0.01
+
+
+def test_backing_vocals_follow_the_chorus_chords():
+    from train.synthesis.voice_v2 import backing_lines
+
+    for seed in range(40):
+        plan = plan_song(np.random.default_rng(seed), 20.0, GENRES_V2, GENRE_WEIGHTS_V2)
+        choruses = [s for s in plan.sections if s.kind == "chorus" and s.active.get("vocals")]
+        if choruses:
+            break
+    lines = backing_lines(plan, np.random.default_rng(0))
+    assert len(lines) == 2 and lines[0] and len(lines[0]) == len(lines[1])
+    spans = [(plan.grid.seconds(s.start_bar * plan.grid.beats_per_bar) - 0.05,
+              plan.grid.seconds(s.end_bar * plan.grid.beats_per_bar)) for s in choruses]
+    for low, high in zip(*lines):
+        assert any(a <= low.start < b for a, b in spans), "backing vocal outside a chorus"
+        assert low.pitch < high.pitch and low.word == high.word in ("ooh", "oh")
+        chord = plan.chord_at(next(b for b in np.arange(0, 200, 0.25) if plan.grid.seconds(b) >= low.start - 0.05))
+        assert high.pitch % 12 in chord.pitch_classes
+    name = prepare_festival(lines[0][:2], male=False)
+    sung = sing(lines[0][:2], name, int((lines[0][1].start + 1) * SR), np.random.default_rng(1))
+    assert _rms(sung) > 0.01

@@ -3,7 +3,7 @@
 plan (v1 planner with the v2 genres) -> tempo change -> parts (v1 generators) -> key change -> recorded or GM
 drum kit with v2 humanisation -> FluidSynth render (one group per instrument, MuseScore General or FluidR3) or
 the Hydrogen sampler -> pedalboard effects per instrument and per stem (+ EDM sidechain) -> sung vocals (festival
-HTS or espeak-ng) with breaths, doubles, harmony and vocal effects -> stem levels -> sum-exact master
+HTS or espeak-ng) with breaths, doubles, harmony, backing "oohs" and vocal effects -> stem levels -> sum-exact master
 (mastering.py) -> 16-bit stems.
 
 A song is a pure function of (seed, split, index, seconds): its generators are spawned from
@@ -30,8 +30,8 @@ from train.synthesis.resources import AVL_KITS, MUSESCORE, require
 from train.synthesis.song import SPLIT_CODES, STEMS, _silent, _sung_notes
 from train.synthesis.styles_v2 import GENRE_WEIGHTS_V2, GENRES_V2, MIX_STYLES
 from train.synthesis.theory import Grid
-from train.synthesis.voice import sing
-from train.synthesis.voice_v2 import breaths, double_notes, prepare_festival
+from train.synthesis.voice import SungNote, sing
+from train.synthesis.voice_v2 import backing_lines, breaths, double_notes, prepare_festival
 
 GENERATOR_VERSION = 2
 MAX_ATTEMPTS = 5
@@ -165,8 +165,15 @@ def _render_attempt(seq: np.random.SeedSequence, seconds: float) -> tuple[dict[s
 
     lead_notes = _sung_notes(plan, lead)
     harmony_notes = _sung_notes(plan, harmony) if harmony else []
+    backing: list[list[SungNote]] = []
+    backing_rng = np.random.default_rng(int(arr_rng.integers(2 ** 63)))
+    if arr_rng.random() < 0.35:
+        backing = [line for line in backing_lines(plan, backing_rng) if line]
+        if change is not None:
+            backing = [[replace(n, pitch=n.pitch + change[2]) if n.start >= change[0] - 0.02 else n for n in line]
+                       for line in backing]
     if engine == "festival":
-        singer = prepare_festival(lead_notes + harmony_notes, male)
+        singer = prepare_festival(lead_notes + harmony_notes + [n for line in backing for n in line], male)
         harmony_singer = singer
     else:
         singer, harmony_singer = plan.voice.espeak_voice, plan.voice.harmony_voice
@@ -182,6 +189,10 @@ def _render_attempt(seq: np.random.SeedSequence, seconds: float) -> tuple[dict[s
         second = sing(harmony_notes, harmony_singer, nb_samples, voice_rng)
         pan = float(voice_rng.choice([-1, 1]) * voice_rng.uniform(0.2, 0.5))
         vocals = vocals + mix.pan_mono(second, pan) * 10 ** (float(voice_rng.uniform(-8, -4)) / 20)
+    for side, line in zip((-1, 1), backing):  # backing vocals, panned wide and low
+        sung = sing(line, harmony_singer, nb_samples, backing_rng)
+        pan = side * float(backing_rng.uniform(0.5, 0.8))
+        vocals = vocals + mix.pan_mono(sung, pan) * 10 ** (float(backing_rng.uniform(-13, -8)) / 20)
     vocals = effects.process(effects.vocal_chain(fx_rng, plan.grid.beat_seconds), vocals.astype(np.float32))
     stems = {"drums": drums, "bass": bass, "other": other, "vocals": vocals}
     if any(_silent(stems[name]) for name in STEMS):
@@ -208,6 +219,7 @@ def _render_attempt(seq: np.random.SeedSequence, seconds: float) -> tuple[dict[s
         "tempo_change": None if tempo is None else {"at_seconds": round(plan.grid.seconds(tempo[0]), 2),
                                                     "bpm_after": round(plan.grid.bpm / tempo[1], 2)},
         "voice_engine": engine, "voice": singer, "male": male, "double_tracked": doubled,
+        "backing_vocals": sum(len(line) for line in backing),
     }
     meta["mix"] = levels
     meta["notes"] = {"drums": len(hits), "bass": len(bass_part.notes), "other": sum(len(p.notes) for p in others),

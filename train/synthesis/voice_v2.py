@@ -9,7 +9,8 @@ for the v1 Praat singing path, plus breaths and double-tracked lead vocals.
   vibrato and drift), exactly as the espeak-ng path does; espeak-ng stays the other engine (and the only one for
   non-English lyrics).
 * breaths: band-passed noise bursts (200-350 ms) before phrases that follow a rest;
-* doubles: the lead sung a second time with its own timing offsets and pitch drift (a double-tracked take).
+* doubles: the lead sung a second time with its own timing offsets and pitch drift (a double-tracked take);
+* backing vocals: "ooh"/"oh" pads on the upper chord tones through the choruses, two voices panned wide.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from scipy import signal
 
 from train.synthesis import voice as v1voice
 from train.synthesis.melody import LEXICON, VOCABLES
+from train.synthesis.plan import SongPlan
 from train.synthesis.resources import FESTIVAL_VOICE, require
+from train.synthesis.theory import voice_chord
 from train.synthesis.voice import VOICE_RATE, SungNote
 
 SAMPLE_RATE = 44100
@@ -132,3 +135,31 @@ def double_notes(notes: list[SungNote], rng: np.random.Generator) -> list[SungNo
         out.append(replace(n, start=max(0.0, n.start + shift),
                            duration=max(0.06, n.duration * float(rng.uniform(0.95, 1.03)))))
     return out
+
+
+def backing_lines(plan: SongPlan, rng: np.random.Generator) -> list[list[SungNote]]:
+    """Two backing-vocal lines: a sustained vocable per chord on the two upper tones of a close voicing around the
+    singer's register, in every chorus where the lead sings."""
+    grid = plan.grid
+    beats = grid.beats_per_bar
+    word = str(rng.choice(["ooh", "oh", "ooh"]))
+    centre = plan.voice.centre
+    lines: list[list[SungNote]] = [[], []]
+    previous = None
+    for section in plan.sections:
+        if section.kind != "chorus" or not section.active.get("vocals"):
+            continue
+        for bar in range(section.start_bar, section.end_bar):
+            chords = plan.chords_in_bar(bar)
+            for i, (offset, chord) in enumerate(chords):
+                end = chords[i + 1][0] if i + 1 < len(chords) else beats
+                start = grid.seconds(bar * beats + offset)
+                length = grid.seconds(bar * beats + end) - start
+                if grid.seconds(bar * beats + offset) >= plan.seconds:
+                    continue
+                voicing = voice_chord(chord, previous, centre - 5, centre + 9, 3)
+                previous = voicing
+                for line, pitch in zip(lines, voicing[-2:]):
+                    line.append(SungNote(start + float(rng.normal(0, 0.01)), length * 0.92, int(pitch), word,
+                                         float(rng.uniform(0.55, 0.7)), None))
+    return lines
