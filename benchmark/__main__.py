@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "curves": ("benchmark.curves", "training curves (valid/train loss vs examples seen) of train runs"),
     "speed": ("benchmark.speed", "separation time and memory vs UMX / X-UMX"),
     "search": ("benchmark.search", "random search over sliCQ parameters by mix-phase oracle SDR"),
+    "real": ("benchmark.real", "report-only MDX SDR on stempeg's real MUSDB18 excerpt vs floor and oracle"),
 }
 
 
