@@ -256,8 +256,8 @@ class StemWriter:
         self._direct = rate == SAMPLE_RATE
         try:
             for t, final in self.finals.items():
-                self._temps[t] = files.temp_path(final, TEMP_PREFIX)
-                self._writers[t] = sf.SoundFile(str(self._temps[t]), "w", samplerate=SAMPLE_RATE if not self._direct else rate,
+                tmp = self._temps[t] = files.temp_path(final, TEMP_PREFIX)
+                self._writers[t] = sf.SoundFile(str(tmp), "w", samplerate=SAMPLE_RATE if not self._direct else rate,
                                                 channels=2, subtype=subtype if self._direct else "FLOAT",
                                                 format="WAV")
         except Exception as exc:  # noqa: BLE001

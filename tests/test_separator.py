@@ -1,6 +1,5 @@
 """Tests of the chunked separator machinery."""
 
-import os
 import stat
 
 import numpy as np
@@ -199,13 +198,6 @@ def test_public_separate_api_layout_rate_and_mono(tmp_path, model):
     assert all(s.shape == mono.shape and s.dtype == np.float64 for s in stems.values())
     with pytest.raises(ValueError, match="NaN"):
         xumx_slicq.separate(np.full((100, 2), np.nan), SR, model_dir=tmp_path)
-
-
-@pytest.fixture
-def umask_022():
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
 
 
 def test_separate_file_streams_to_disk_atomically(tmp_path, model, umask_022):

@@ -430,18 +430,13 @@ def test_unreadable_song_folder_fails_that_song_only(tmp_path, monkeypatch, mode
     assert_stems(out / "open", 1000)
 
 
-def test_stems_and_summary_get_the_umask_mode(tmp_path, model_dir):
+def test_stems_and_summary_get_the_umask_mode(tmp_path, model_dir, umask_022):
     """Stems (streamed at 44.1 kHz or resampled at commit) and summary.json get a plain file's mode for the
     umask (0o644 under 0o022), not the 0o600 of a bare mkstemp temporary."""
     inp, out = tmp_path / "in", tmp_path / "out"
     song(inp, "direct", noise(SR))
     song(inp, "resampled", noise(22050, seed=1), rate=22050)
-    old = os.umask(0o022)
-    try:
-        code = main(["--input", str(inp), "--output", str(out), "--model", str(model_dir), *FAST])
-    finally:
-        os.umask(old)
-    assert code == 0
+    assert main(["--input", str(inp), "--output", str(out), "--model", str(model_dir), *FAST]) == 0
     written = [out / "summary.json"] + [out / n / f"{s}.wav" for n in ("direct", "resampled") for s in STEMS]
     modes = {str(p.relative_to(out)): oct(stat.S_IMODE(p.stat().st_mode)) for p in written}
     assert set(modes.values()) == {"0o644"}, modes
