@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import tempfile
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
@@ -40,28 +39,6 @@ def build_model(arch: str, config: Optional[Dict[str, Any]] = None) -> nn.Module
 
         return build_baseline(arch, config)
     raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCH_FILES)}")
-
-
-def write_and_rename(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file next to it, fsync, then rename over it."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def json_save_atomic(obj: Any, path: PathLike) -> None:
-    """``json.dump`` (indented, UTF-8) with :func:`write_and_rename` semantics."""
-    write_and_rename(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
 
 
 def save_model(model: nn.Module, model_dir: PathLike, arch: str, **meta: Any) -> pathlib.Path:
