@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -35,6 +34,8 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 from tqdm import tqdm
+
+from xumx_slicq import files
 
 FILES = ("mixture", "drums", "bass", "other", "vocals")
 METRICS = ("rms_dbfs", "active_rms_dbfs", "lufs", "silence_ratio", "centroid_hz")
@@ -256,18 +257,9 @@ def plot(rows: list[dict], path: str | Path, title: str) -> None:
     fig.legend(handles, corpora, loc="upper right")
     fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with files.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write text through a temporary file in the same folder."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -327,11 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     header = ["corpus", "track", "stem", *METRICS]
     lines = [",".join(header)] + [",".join(f'"{r[h]}"' if h in ("corpus", "track") else f"{r[h]}" for h in header)
                                   for r in rows]
-    _write_atomic(out / "stats_tracks.csv", "\n".join(lines) + "\n")
+    files.write_text(out / "stats_tracks.csv", "\n".join(lines) + "\n")
     doc = {"silence_db": args.silence_db, "corpora": [{"root": str(Path(r).resolve()), "subset": s, "label": l}
                                                       for r, s, l in corpora], "summary": summary,
            "stem_files": [str(Path(p).resolve()) for p in args.compare_stem]}
-    _write_atomic(out / "stats_summary.json", json.dumps(doc, indent=1, allow_nan=False, default=str) + "\n")
+    files.write_text(out / "stats_summary.json", json.dumps(doc, indent=1, allow_nan=False, default=str) + "\n")
     plot(rows, out / args.png, " vs ".join(l for _, _, l in corpora) + f"  ({len(rows) // len(FILES)} tracks)")
     print(format_table(summary))
     print(f"wrote {out / 'stats_tracks.csv'}, {out / 'stats_summary.json'}, {out / args.png}")

@@ -18,6 +18,7 @@ import os
 import sys
 
 from train.synthesis.corpus import generate_corpus
+from xumx_slicq import files
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,10 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                     "train": args.train, "test": args.test})
     print(json.dumps(summary))
     if args.summary:
-        tmp = f"{args.summary}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(summary, f, indent=1)
-        os.replace(tmp, args.summary)
+        files.write_text(args.summary, json.dumps(summary, indent=1))
     return 0
 
 

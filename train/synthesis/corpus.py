@@ -9,13 +9,14 @@ from __future__ import annotations
 import ctypes
 import json
 import multiprocessing
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import soundfile as sf
 from tqdm import tqdm
+
+from xumx_slicq import files
 
 from train.synthesis.song import GENERATOR_VERSION, STEMS, render_song
 
@@ -41,13 +42,6 @@ class Task:
     seconds: float
     seed: int
     style: str = "v1"
-
-
-def _write_wav_atomic(path: Path, data) -> None:
-    """Write int16 (nb_samples, 2) audio as 16-bit PCM WAV via a temporary file in the same folder."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(str(tmp), data, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
 
 
 def _is_complete(folder: Path, task: Task) -> bool:
@@ -78,11 +72,10 @@ def make_track(task: Task, resume: bool = True) -> tuple[str, float, bool]:
         audio, meta = render_song(task.seed, task.split, task.index, task.seconds)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "song.json").unlink(missing_ok=True)  # written last: marks the folder complete
-    for name in FILES:
-        _write_wav_atomic(folder / f"{name}.wav", audio[name])
-    tmp = folder / ".song.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
-    os.replace(tmp, folder / "song.json")
+    for name in FILES:  # int16 (nb_samples, 2) as 16-bit PCM
+        with files.atomic_path(folder / f"{name}.wav") as tmp:
+            sf.write(str(tmp), audio[name], SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    files.write_text(folder / "song.json", json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
     return rel, time.process_time() - start, False
 
 

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .stft import ISTFT, STFT, mix_phase
+from ..transforms import mix_phase
+from .stft import ISTFT, STFT
 
 __all__ = [
     "DEFAULT_TARGETS",
