@@ -20,7 +20,7 @@ import argparse
 import os
 import pathlib
 import sys
-from typing import Callable, Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
