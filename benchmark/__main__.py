@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "curves": ("benchmark.curves", "training curves (valid/train loss vs examples seen) of train runs"),
     "speed": ("benchmark.speed", "separation time and memory vs UMX / X-UMX"),
     "search": ("benchmark.search", "random search over sliCQ parameters by mix-phase oracle SDR"),
+    "real": ("benchmark.real", "report-only MDX SDR on stempeg's real MUSDB18 excerpt vs floor and oracle"),
     "transform-demo": ("benchmark.transform_demo", "sliCQ of an audio file: layout, reconstruction, plot vs STFT"),
     "model-summary": ("benchmark.model_summary", "xumx-sliCQ block layout, parameter counts, torchinfo summary"),
 }

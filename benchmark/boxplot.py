@@ -17,8 +17,9 @@ import pathlib
 import sys
 from typing import List, Optional, Sequence
 
-from benchmark.common import TARGETS, PathLike, markdown_table, save_figure_atomic, write_text_atomic
+from benchmark.common import TARGETS, PathLike, markdown_table, save_figure_atomic
 from benchmark.evaluate import METRICS, load_frames, method_info
+from xumx_slicq import files
 
 MODEL_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#bcbd22")
 CLIP_DB = 60.0  # x-axis limit for columns whose scores go beyond it
@@ -134,7 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     order = plot(df, args.output, args.level, title=args.title)
     table = sdr_table(df, order)
     md = pathlib.Path(args.output).with_suffix(".md")
-    write_text_atomic(md, table)
+    files.write_text(md, table)
     print(table)
     print(f"wrote {args.output} and {md}")
     return 0

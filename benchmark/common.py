@@ -1,18 +1,18 @@
 """Small helpers shared by the quality benchmarks (evaluate, oracles, boxplot, speed, search).
 
-Reading a MUSDB18-HQ-layout track, atomic text/WAV/figure writes, and a dependency-free markdown table.
+Reading a MUSDB18-HQ-layout track, atomic figure saves, and a dependency-free markdown table (other atomic
+writes: :mod:`xumx_slicq.files`).
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from xumx_slicq.checkpoint import json_save_atomic, write_and_rename  # noqa: F401 - re-exported
+from xumx_slicq import files
 
 PathLike = Union[str, os.PathLike]
 SAMPLE_RATE = 44100
@@ -80,42 +80,16 @@ def fit_length(audio: np.ndarray, nb_timesteps: int, nb_channels: int) -> np.nda
     return audio[:nb_timesteps]
 
 
-def write_wav_atomic(path: PathLike, audio: np.ndarray, rate: int = SAMPLE_RATE, subtype: str = "FLOAT") -> None:
-    """Write ``(nb_timesteps, nb_channels)`` audio to ``path`` through a temporary file + ``os.replace``."""
-    import soundfile as sf
-
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, audio, rate, subtype=subtype, format="WAV")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_figure_atomic(fig, path: PathLike, **savefig_kwargs) -> None:
-    """Save a matplotlib figure to ``path`` through a hidden temporary file + ``os.replace`` (creating the
+    """Save a matplotlib figure to ``path`` atomically (:func:`xumx_slicq.files.atomic_path`, creating the
     folder), then close it. ``savefig_kwargs`` go to ``fig.savefig`` (e.g. ``dpi=110, bbox_inches="tight"``)."""
     import matplotlib.pyplot as plt
 
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
-        fig.savefig(tmp, **savefig_kwargs)
-        os.replace(tmp, path)
+        with files.atomic_path(path) as tmp:
+            fig.savefig(tmp, **savefig_kwargs)
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_text_atomic(path: PathLike, text: str) -> None:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    write_and_rename(path, text.encode("utf-8"))
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], floatfmt: str = ".2f") -> str:

@@ -19,7 +19,8 @@ import pathlib
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from benchmark.common import PathLike, markdown_table, save_figure_atomic, write_text_atomic
+from benchmark.common import PathLike, markdown_table, save_figure_atomic
+from xumx_slicq import files
 from xumx_slicq.checkpoint import find_model
 
 
@@ -120,9 +121,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     plot(records, output, args.title)
     columns = ["run", "arch", "epoch", "examples_seen", "train", "valid", "epoch_seconds"]
     csv = "\n".join([",".join(columns)] + [",".join(str(r[c]) for c in columns) for r in records]) + "\n"
-    write_text_atomic(output.with_suffix(".csv"), csv)
+    files.write_text(output.with_suffix(".csv"), csv)
     table = summary_table(records)
-    write_text_atomic(output.with_suffix(".md"), table + "\n")
+    files.write_text(output.with_suffix(".md"), table + "\n")
     print(table)
     print(f"wrote {output}, {output.with_suffix('.csv')}, {output.with_suffix('.md')}")
     return 0

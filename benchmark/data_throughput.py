@@ -10,7 +10,6 @@ chunk and its 4 stereo targets.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from xumx_slicq import files
 from xumx_slicq.data import ChunkDataset, make_train_loader
 
 
@@ -87,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(dataset.tracks)} tracks, {args.seq_dur} s stereo chunks, x {runs[0]['x_shape']}, y {runs[0]['y_shape']}"
           f", load average {result['load_average'][0]:.2f} on {os.cpu_count()} cores")
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".data_throughput.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, out / "data_throughput.json")
+    files.write_json(out / "data_throughput.json", result)
     print(f"wrote {out / 'data_throughput.json'}")
     return 0
 

@@ -33,7 +33,7 @@ import os
 import pathlib
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -41,12 +41,11 @@ from benchmark.common import (
     TARGETS,
     PathLike,
     fit_length,
-    json_save_atomic,
     markdown_table,
     read_wav,
     track_names,
-    write_text_atomic,
 )
+from xumx_slicq import files
 
 METRICS = ("SDR", "SIR", "SAR", "ISR")
 MDX_EPS = 1e-7
@@ -127,8 +126,8 @@ def evaluate_track(root: PathLike, estimates: PathLike, output: PathLike, track:
     mdx["song"] = float(np.mean(list(mdx["sdr"].values())))
     store = bss_eval_track(references, estimates_, track, targets)
     output = pathlib.Path(output)
-    json_save_atomic(mdx, output / "mdx" / f"{track}.json")
-    write_text_atomic(output / subset / f"{track}.json", store.json)  # museval layout, written last: "done"
+    files.write_json(output / "mdx" / f"{track}.json", mdx)
+    files.write_text(output / subset / f"{track}.json", store.json)  # museval layout, written last: "done"
     return mdx
 
 
@@ -173,8 +172,9 @@ def evaluate_dir(root: PathLike, estimates: PathLike, output: PathLike, method: 
     output = pathlib.Path(output)
     names = track_names(root, subset, tracks)
     method = method or pathlib.Path(estimates).resolve().name
-    json_save_atomic({"method": method, "oracle": bool(oracle), "subset": subset, "targets": list(targets),
-                      "estimates": str(estimates), "root": str(root)}, output / "method.json")
+    files.write_json(output / "method.json", {"method": method, "oracle": bool(oracle), "subset": subset,
+                                              "targets": list(targets), "estimates": str(estimates),
+                                              "root": str(root)})
     todo = [n for n in names if not _is_done(output, subset, n)]
     for n in todo:  # fail early, before hours of work, when an estimate folder is missing
         find_estimates(estimates, n, subset)
@@ -202,19 +202,24 @@ def evaluate_dir(root: PathLike, estimates: PathLike, output: PathLike, method: 
     if errors:
         raise RuntimeError("evaluation failed for:\n  " + "\n  ".join(errors))
     table = aggregate(output, tracks=names)
-    table.to_csv(output / "aggregate.csv.tmp")
-    os.replace(output / "aggregate.csv.tmp", output / "aggregate.csv")
-    table.to_pickle(output / "aggregate.pkl.tmp")
-    os.replace(output / "aggregate.pkl.tmp", output / "aggregate.pkl")
+    with files.atomic_path(output / "aggregate.csv") as tmp:
+        table.to_csv(tmp)
+    with files.atomic_path(output / "aggregate.pkl") as tmp:
+        table.to_pickle(tmp)
     frames = load_frames(output, tracks=names)
-    frames.to_pickle(output / "frames.pkl.tmp")
-    os.replace(output / "frames.pkl.tmp", output / "frames.pkl")
+    with files.atomic_path(output / "frames.pkl") as tmp:
+        frames.to_pickle(tmp)
     return table
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Loading and aggregation
 # --------------------------------------------------------------------------------------------------------------
+
+
+def json_files(folder: pathlib.Path) -> List[pathlib.Path]:
+    """The track JSON files of ``folder``, sorted; hidden ones (temporaries of a killed writer) left out."""
+    return sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
 
 
 def method_info(result_dir: PathLike) -> Dict:
@@ -241,7 +246,7 @@ def load_frames(result_dir: PathLike, tracks: Optional[Sequence[str]] = None) ->
     result_dir = pathlib.Path(result_dir)
     info = method_info(result_dir)
     subset = info.get("subset", "test")
-    paths = sorted((result_dir / subset).glob("*.json"))
+    paths = json_files(result_dir / subset)
     if tracks is not None:
         paths = [p for p in paths if p.stem in set(tracks)]
     if not paths:
@@ -264,7 +269,7 @@ def load_mdx(result_dir: PathLike, tracks: Optional[Sequence[str]] = None) -> "p
     import pandas as pd
 
     rows = []
-    for p in sorted((pathlib.Path(result_dir) / "mdx").glob("*.json")):
+    for p in json_files(pathlib.Path(result_dir) / "mdx"):
         if tracks is not None and p.stem not in set(tracks):
             continue
         rec = json.loads(p.read_text())
@@ -323,7 +328,7 @@ def compare(result_dirs: Sequence[PathLike], output_prefix: Optional[PathLike] =
         row = {t: table.loc[t, metric] if t in table.index else np.nan for t in targets}
         row["mean"] = table.loc["mean", metric]
         row["MDX"] = table.loc["mean", "MDX_SDR"]
-        row["tracks"] = len(list((pathlib.Path(d) / info.get("subset", "test")).glob("*.json")))
+        row["tracks"] = len(json_files(pathlib.Path(d) / info.get("subset", "test")))
         row["oracle"] = bool(info.get("oracle", False))
         rows.append(pd.Series(row, name=info["method"]))
     df = pd.DataFrame(rows)
@@ -333,8 +338,8 @@ def compare(result_dirs: Sequence[PathLike], output_prefix: Optional[PathLike] =
     if output_prefix is not None:
         prefix = pathlib.Path(output_prefix)
         prefix.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(prefix.with_name(prefix.name + ".csv"), df.to_csv())
-        write_text_atomic(prefix.with_name(prefix.name + ".md"), comparison_markdown(df, metric))
+        files.write_text(prefix.with_name(prefix.name + ".csv"), df.to_csv())
+        files.write_text(prefix.with_name(prefix.name + ".md"), comparison_markdown(df, metric))
     return df
 
 
@@ -399,14 +404,14 @@ def paired(result_dirs: Sequence[PathLike], reference: str, output_prefix: Optio
     if output_prefix is not None:
         prefix = pathlib.Path(output_prefix)
         prefix.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(prefix.with_name(prefix.name + ".csv"), df.to_csv())
+        files.write_text(prefix.with_name(prefix.name + ".csv"), df.to_csv())
         cols = [c for c in df.columns if c not in ("tracks", "wins", "p")]
         header = ["vs method", "tracks", *[f"Δ {c}" for c in cols], f"{reference} ahead on", "Wilcoxon p"]
         body = [[m, int(r["tracks"]), *[r[c] for c in cols], f"{int(r['wins'])}/{int(r['tracks'])}", f"{r['p']:.3g}"]
                 for m, r in df.iterrows()]
         note = (f"\nΔ = {reference} minus the method, {metric} in dB, mean over the common tracks of per-track medians "
                 "over 1 s frames; Wilcoxon: two-sided signed-rank test of the per-track target means.\n")
-        write_text_atomic(prefix.with_name(prefix.name + ".md"), markdown_table(header, body) + note)
+        files.write_text(prefix.with_name(prefix.name + ".md"), markdown_table(header, body) + note)
     return df
 
 

@@ -23,18 +23,17 @@ process's peak RSS, the load average before and after, and writes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
 import statistics
 import sys
-import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from xumx_slicq import files
 from xumx_slicq.losses import MultiDomainLoss
 from xumx_slicq.model import XUMXSliCQ
 from xumx_slicq.transforms import SliCQT
@@ -162,20 +161,6 @@ def run(batch: int, seconds: float, repeats: int, warmup: int, threads: int, mod
     return out
 
 
-def _write_json(obj: Dict, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".loss_cost.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.loss_cost", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -199,7 +184,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
     out = run(args.batch, args.seconds, args.repeats, args.warmup, args.threads, args.mode, args.mcoef)
     path = os.path.join(args.output, f"loss_cost_{args.batch}x{args.seconds:g}s_t{args.threads}.json")
-    _write_json(out, path)
+    files.write_json(path, out)
     print(f"load average after {out['load_average_after'][0]:.2f}; wrote {path}")
     return 0
 

@@ -20,12 +20,14 @@ import argparse
 import os
 import pathlib
 import sys
-from typing import Callable, Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
 
-from benchmark.common import TARGETS, PathLike, read_track, track_names, write_wav_atomic
+from benchmark.common import SAMPLE_RATE, TARGETS, PathLike, read_track, track_names
+from xumx_slicq import files
+from xumx_slicq.transforms import mix_phase
 
 ORACLES = ("MIX", "IRM1", "IRM2", "MPI-STFT", "MPI-sliCQ")
 EPS = 1e-10
@@ -52,17 +54,6 @@ def ratio_mask_estimates(source_specs: torch.Tensor, mix_spec: torch.Tensor, pow
     return masks.to(mix_spec.dtype) * mix_spec.unsqueeze(0)  # broadcast the mixture over targets
 
 
-def phase_of(spec: torch.Tensor) -> torch.Tensor:
-    """Unit phasors ``X / |X|`` (1 where ``X == 0``), same shape and dtype as ``spec``."""
-    mag = spec.abs()
-    return torch.where(mag > 0, spec / mag.clamp_min(torch.finfo(mag.dtype).tiny), torch.ones_like(spec))
-
-
-def mix_phase_estimate(magnitude: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Magnitude with a reference's phase: ``magnitude * reference / |reference|`` (same shapes)."""
-    return magnitude.to(reference.dtype) * phase_of(reference)
-
-
 def stft_oracle(method: str, mix: torch.Tensor, sources: torch.Tensor, n_fft: int = 4096, n_hop: int = 1024,
                 phase: str = "mixture") -> torch.Tensor:
     """An STFT oracle (``IRM1``, ``IRM2``, ``MPI-STFT``) of one track.
@@ -86,7 +77,7 @@ def stft_oracle(method: str, mix: torch.Tensor, sources: torch.Tensor, n_fft: in
         est = ratio_mask_estimates(src_spec, mix_spec, power=1.0 if method == "IRM1" else 2.0)
     elif method == "MPI-STFT":
         ref = src_spec if phase == "source" else mix_spec.unsqueeze(0)  # (1, ...) broadcasts over targets
-        est = mix_phase_estimate(src_spec.abs(), ref.expand_as(src_spec))
+        est = mix_phase(src_spec.abs(), ref)
     else:
         raise ValueError(f"unknown STFT oracle {method!r}; expected IRM1, IRM2 or MPI-STFT")
     return istft(est, length=length)
@@ -113,7 +104,7 @@ def slicq_oracle(mix: torch.Tensor, sources: torch.Tensor, slicqt=None, phase: s
     for source in sources:
         src_blocks = slicqt(source[None])
         refs = src_blocks if phase == "source" else mix_blocks
-        est = [mix_phase_estimate(s.abs(), r) for s, r in zip(src_blocks, refs)]
+        est = [mix_phase(s.abs(), r) for s, r in zip(src_blocks, refs)]
         out.append(slicqt.inverse(est, length)[0])  # (nb_channels, nb_timesteps)
     return torch.stack(out)
 
@@ -138,6 +129,8 @@ def oracle_estimates(method: str, mix: torch.Tensor, sources: torch.Tensor, slic
 def write_oracle_track(method: str, track_dir: PathLike, out_dir: PathLike, targets: Sequence[str] = TARGETS,
                        slicqt=None) -> Dict[str, pathlib.Path]:
     """Compute one oracle for one track folder and write ``<out_dir>/<target>.wav`` (float WAV, atomic)."""
+    import soundfile as sf
+
     audio = read_track(track_dir, targets)  # each (nb_timesteps, nb_channels)
     mix = torch.from_numpy(audio["mixture"].T.copy())  # (nb_channels, nb_timesteps)
     sources = torch.from_numpy(np.stack([audio[t].T for t in targets]))  # (nb_targets, nb_channels, nb_timesteps)
@@ -146,7 +139,8 @@ def write_oracle_track(method: str, track_dir: PathLike, out_dir: PathLike, targ
     paths = {}
     for j, target in enumerate(targets):
         paths[target] = pathlib.Path(out_dir) / f"{target}.wav"
-        write_wav_atomic(paths[target], est[j].T)  # (nb_timesteps, nb_channels)
+        with files.atomic_path(paths[target]) as tmp:
+            sf.write(tmp, est[j].T, SAMPLE_RATE, subtype="FLOAT")  # (nb_timesteps, nb_channels)
     return paths
 
 

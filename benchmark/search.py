@@ -32,9 +32,10 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from benchmark.common import TARGETS, json_save_atomic, markdown_table, save_figure_atomic, write_text_atomic
+from benchmark.common import TARGETS, markdown_table, save_figure_atomic
 from benchmark.evaluate import mdx_sdr
 from benchmark.oracles import slicq_oracle, stft_oracle
+from xumx_slicq import files
 
 SEARCH_SCALES = ("bark", "mel", "cqlog", "vqlog")
 DEFAULT = {"scale": "bark", "fbins": 262, "fmin": 32.9}
@@ -226,7 +227,7 @@ def write_csv(result: Dict, path: pathlib.Path) -> None:
     for t in sorted(result["trials"], key=lambda t: -t.get("sdr", -math.inf)):
         rows.append({**{k: v for k, v in t.items() if k not in ("per_track", "per_target")},
                      **{f"sdr_{x}": t.get("per_target", {}).get(x) for x in TARGETS}})
-    write_text_atomic(path, pd.DataFrame(rows).to_csv(index=False))
+    files.write_text(path, pd.DataFrame(rows).to_csv(index=False))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -252,7 +253,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         result = json.loads((out / "search.json").read_text())
         write_csv(result, out / "search.csv")
-        write_text_atomic(out / "search.md", results_table(result))
+        files.write_text(out / "search.md", results_table(result))
         plot(result, str(out / "search.png"))
         print(f"redrew {out}/search.md, search.csv, search.png")
         return 0
@@ -265,10 +266,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           "seed": args.seed, "max_sllen": args.max_sllen,
                           "command": "python -m benchmark search " + " ".join(argv if argv is not None else sys.argv[1:])}
     out.mkdir(parents=True, exist_ok=True)
-    json_save_atomic(result, out / "search.json")
+    files.write_json(out / "search.json", result)
     write_csv(result, out / "search.csv")
     table = results_table(result)
-    write_text_atomic(out / "search.md", table)
+    files.write_text(out / "search.md", table)
     plot(result, str(out / "search.png"))
     print(table)
     print(f"wrote {out}/search.json, search.csv, search.md, search.png")

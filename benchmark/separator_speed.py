@@ -26,6 +26,8 @@ from typing import Dict, List, Optional, Sequence
 
 from xumx_slicq.audio import demo_signal
 
+from xumx_slicq import files
+
 SR = 44100
 
 
@@ -140,19 +142,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             os.unlink(path)
     summary = {"model": args.model, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                "load_average": os.getloadavg(), **results}
-    os.makedirs(args.output, exist_ok=True)
     path = os.path.join(args.output, "separator_speed.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(summary, f, indent=2)
-    os.replace(path + ".tmp", path)
-    with open(os.path.join(args.output, "separator_speed.csv.tmp"), "w", newline="") as f:
+    files.write_json(path, summary)
+    csv_path = os.path.join(args.output, "separator_speed.csv")
+    with files.atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["kind", "minutes", "wiener", "separation_s", "rtf", "peak_rss_mb"])
         for r in results["speed"]:
             w.writerow(["speed", r["audio_seconds"] / 60, r["wiener"], r["separation_s"], r["rtf"], r["peak_rss_mb"]])
         for r in results["memory"]:
             w.writerow(["memory", r["minutes"], r["wiener"], r["separation_s"], r["rtf"], r["peak_rss_mb"]])
-    os.replace(os.path.join(args.output, "separator_speed.csv.tmp"), os.path.join(args.output, "separator_speed.csv"))
     print(f"wrote {path}")
     return 0
 

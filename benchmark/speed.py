@@ -40,8 +40,9 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
-from benchmark.common import json_save_atomic, markdown_table, save_figure_atomic, write_text_atomic
+from benchmark.common import markdown_table, save_figure_atomic
 from benchmark.separator_speed import make_song, time_file_separation
+from xumx_slicq import files
 
 #: name -> (architecture, Wiener path, network backend, niter, label)
 CONFIGS: Dict[str, tuple] = {
@@ -333,9 +334,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     "command": "python -m benchmark speed " + " ".join(argv if argv is not None else sys.argv[1:])})
     summary = summarise(results)
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_save_atomic(summary, out_json)
+    files.write_json(out_json, summary)
     table = speed_table(summary)
-    write_text_atomic(out_dir / "speed.md", table)
+    files.write_text(out_dir / "speed.md", table)
     if summary["configs"]:
         plot(summary, str(out_dir / "speed.png"))
     print(table)

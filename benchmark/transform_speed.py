@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
 import statistics
@@ -20,6 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from xumx_slicq import files
 from xumx_slicq.audio import demo_audio
 from xumx_slicq.timing import time_calls
 from xumx_slicq.transforms import SliCQT
@@ -121,20 +121,13 @@ def run(seconds: float, repeats: int, audio_path: Optional[str], with_reference:
 
 
 def _write(summary: Dict, output: str) -> None:
-    os.makedirs(output, exist_ok=True)
-    path = os.path.join(output, "transform_speed.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(summary, f, indent=2)
-    os.replace(tmp, path)
-    csv_path = os.path.join(output, "transform_speed.csv")
-    with open(csv_path + ".tmp", "w", newline="") as f:
+    files.write_json(os.path.join(output, "transform_speed.json"), summary)
+    with files.atomic_path(os.path.join(output, "transform_speed.csv")) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method", "forward_s", "inverse_s", "total_s", "total_median_s", "audio_seconds"])
         for name, r in summary["results"].items():
             writer.writerow([name, r["forward_s"], r["inverse_s"], r["total_s"], r["total_median_s"],
                              summary["audio_seconds"]])
-    os.replace(csv_path + ".tmp", csv_path)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

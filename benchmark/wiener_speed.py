@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -28,6 +27,8 @@ import tempfile
 from typing import Dict
 
 from xumx_slicq.timing import Timing, time_calls
+
+from xumx_slicq import files
 
 
 def _parse(argv=None) -> argparse.Namespace:
@@ -152,12 +153,7 @@ def main(argv=None) -> int:
               f"rel. difference {w['numba_vs_torch_rel_err']:.2e}")
 
     if args.output:
-        folder = os.path.dirname(os.path.abspath(args.output))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(tmp, args.output)
+        files.write_json(args.output, report)
         print(f"wrote {args.output}")
     return 0
 

@@ -36,6 +36,7 @@ from typing import Dict, List, Optional
 
 T0 = time.time()
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: run as scripts/gpu_compare.py
+from xumx_slicq import files  # noqa: E402
 from xumx_slicq.checkpoint import ARCH_FILES  # noqa: E402  (architecture -> weights file stem)
 
 
@@ -177,13 +178,10 @@ def lockstep_train(cmds: Dict[str, List[str]], run_dirs: Dict[str, Path], logdir
 
 
 def package(out: Path, paths: List[Path], name: str = "results.tar.gz") -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{name}.tmp"
-    with tarfile.open(tmp, "w:gz") as tar:
+    with files.atomic_path(out / name) as tmp, tarfile.open(tmp, "w:gz") as tar:
         for p in paths:
             if p.exists():
                 tar.add(str(p), filter=lambda ti: None if ti.name.endswith((".chkpnt", ".pth", ".wav")) else ti)
-    os.replace(tmp, out / name)
 
 
 def split_file(path: Path, out: Path, part_bytes: int = 15 * 2**20) -> List[str]:

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Install everything xumx-sliCQ needs on a Debian/Ubuntu machine with Python 3.11:
-# apt packages (ffmpeg for musdb, fluidsynth + GM soundfont + espeak-ng for the synthetic corpus),
+# apt packages (ffmpeg for musdb, fluidsynth + soundfonts + espeak-ng + festival for the synthetic corpora),
 # a virtual environment in .venv, the pinned pip requirements, and the test-only reference nsgt 0.19.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"
-APT_PACKAGES=(ffmpeg fluidsynth fluid-soundfont-gm espeak-ng sox libsndfile1 python3-venv)
+# corpus v2 (train.synth --style v2): recorded drum kits, MuseScore General (uncompressed SF2: the SF3 package takes
+# ~14 s to load per process), festival + the HTS US-English voice; checked on Debian 12: avldrums.lv2-soundfont
+# 0.5.2-2, hydrogen-drumkits 2017.09.19~dfsg-1, musescore-general-soundfont-lossless 0.2.1-1, festival 1:2.5.0-9,
+# festvox-us-slt-hts 0.2010.10.25-4
+APT_PACKAGES=(ffmpeg fluidsynth fluid-soundfont-gm espeak-ng sox libsndfile1 python3-venv
+              avldrums.lv2-soundfont hydrogen-drumkits musescore-general-soundfont-lossless festival
+              festvox-us-slt-hts)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

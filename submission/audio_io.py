@@ -15,11 +15,9 @@ docs/submission.md for that choice).
 
 from __future__ import annotations
 
-import math
 import os
 import pathlib
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional
 
@@ -27,11 +25,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from xumx_slicq import files
+from xumx_slicq.audio import resample
+
 SAMPLE_RATE = 44100
 #: extensions accepted as songs when the input folder holds audio files directly
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aif", ".aiff", ".mp3", ".w64", ".rf64")
-#: prefix and suffix of our temporary stem files (stale ones are removed before a song is redone)
-TEMP_PREFIX, TEMP_SUFFIX = ".xumx-", ".tmp"
+#: prefix of our temporary stem files (stale ones are removed before a song is redone)
+TEMP_PREFIX = ".xumx-"
 
 
 class InputError(ValueError):
@@ -134,16 +135,6 @@ def to_stereo(block: np.ndarray) -> np.ndarray:
     return np.stack([block[:, 0::2].mean(axis=1), block[:, 1::2].mean(axis=1)], axis=1)
 
 
-def _resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """Polyphase resampling along axis 0, ``(n, nb_channels)`` float32."""
-    if rate_in == rate_out:
-        return audio
-    from scipy.signal import resample_poly
-
-    g = math.gcd(int(rate_in), int(rate_out))
-    return resample_poly(audio, rate_out // g, rate_in // g, axis=0).astype(np.float32)
-
-
 class MixtureReader:
     """Serve a mixture as stereo float32 at 44.1 kHz: ``read(start, stop)`` -> ``(1, 2, stop - start)``.
 
@@ -165,7 +156,7 @@ class MixtureReader:
             else:
                 data, _ = sf.read(str(info.path), dtype="float32", always_2d=True)  # (frames, nb_channels)
                 data = self._clean(to_stereo(data[: info.frames]))
-                self._memory = _resample(data, info.rate, SAMPLE_RATE)
+                self._memory = resample(data, info.rate, SAMPLE_RATE)
                 self.length = self._memory.shape[0]
         except InputError:
             raise
@@ -209,13 +200,19 @@ class MixtureReader:
         self.close()
 
 
+def is_temp(path: os.PathLike) -> bool:
+    """Whether ``path`` names one of our temporary stem files (``.xumx-<stem>.wav.<random>.tmp.wav``)."""
+    name = pathlib.Path(path).name
+    return name.startswith(TEMP_PREFIX) and files.TEMP_MARKER in name
+
+
 def remove_stale_temps(folder: os.PathLike) -> int:
     """Delete temporary stem files left in ``folder`` by a killed run; returns how many."""
     folder = pathlib.Path(folder)
     removed = 0
     if folder.is_dir():
         for p in folder.iterdir():
-            if p.name.startswith(TEMP_PREFIX) and p.name.endswith(TEMP_SUFFIX):
+            if is_temp(p):
                 p.unlink(missing_ok=True)
                 removed += 1
     return removed
@@ -254,16 +251,13 @@ class StemWriter:
         self.finals = {t: pathlib.Path(p) for t, p in finals.items()}
         self.frames, self.rate, self.subtype = int(frames), int(rate), subtype
         self.written = 0  # samples at 44.1 kHz
-        self._temps: Dict[str, str] = {}
+        self._temps: Dict[str, pathlib.Path] = {}
         self._writers: Dict[str, "sf.SoundFile"] = {}
         self._direct = rate == SAMPLE_RATE
         try:
             for t, final in self.finals.items():
-                final.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{t}.", suffix=TEMP_SUFFIX, dir=final.parent)
-                os.close(fd)
-                self._temps[t] = tmp
-                self._writers[t] = sf.SoundFile(tmp, "w", samplerate=SAMPLE_RATE if not self._direct else rate,
+                tmp = self._temps[t] = files.temp_path(final, TEMP_PREFIX)
+                self._writers[t] = sf.SoundFile(str(tmp), "w", samplerate=SAMPLE_RATE if not self._direct else rate,
                                                 channels=2, subtype=subtype if self._direct else "FLOAT",
                                                 format="WAV")
         except Exception as exc:  # noqa: BLE001
@@ -298,23 +292,21 @@ class StemWriter:
                 w.close()
             if not self._direct:
                 for t, tmp in list(self._temps.items()):
-                    data, _ = sf.read(tmp, dtype="float32", always_2d=True)  # (n44, 2)
-                    data = _resample(data, SAMPLE_RATE, self.rate)[: self.frames]
+                    data, _ = sf.read(str(tmp), dtype="float32", always_2d=True)  # (n44, 2)
+                    data = resample(data, SAMPLE_RATE, self.rate)[: self.frames]
                     data = np.pad(data, ((0, self.frames - data.shape[0]), (0, 0)))
-                    fd, out = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{t}.", suffix=TEMP_SUFFIX,
-                                               dir=self.finals[t].parent)
-                    os.close(fd)
-                    os.unlink(tmp)
+                    out = files.temp_path(self.finals[t], TEMP_PREFIX)
+                    tmp.unlink()
                     self._temps[t] = out
                     if self.subtype.startswith("PCM"):
                         data = np.clip(data, -1.0, 1.0)
-                    sf.write(out, data, self.rate, subtype=self.subtype, format="WAV")
+                    sf.write(str(out), data, self.rate, subtype=self.subtype, format="WAV")
             for t, tmp in self._temps.items():
-                frames = sf.info(tmp).frames
+                frames = sf.info(str(tmp)).frames
                 if frames != self.frames:
                     raise OutputError(f"{tmp}: holds {frames} frames, expected {self.frames} (internal error)")
             for t, tmp in self._temps.items():
-                os.replace(tmp, self.finals[t])
+                files.commit(tmp, self.finals[t])
             self._temps = {}
         except OutputError:
             self.abort()
@@ -335,7 +327,7 @@ class StemWriter:
                 pass
         for tmp in self._temps.values():
             try:
-                os.unlink(tmp)
+                tmp.unlink()
             except OSError:
                 pass
         self._temps = {}

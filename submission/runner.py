@@ -24,9 +24,10 @@ import os
 import pathlib
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from xumx_slicq import files
 
 from .audio_io import AUDIO_EXTENSIONS, InputError, OutputError, probe, remove_stale_temps, stems_complete
 from .budget import song_budget
@@ -111,20 +112,6 @@ def summary_name(index: int, nb_shards: int) -> str:
     return SUMMARY if nb_shards == 1 else f"summary.shard-{index}-of-{nb_shards}.json"
 
 
-def write_json_atomic(path: pathlib.Path, obj) -> None:
-    """JSON to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def read_records(folders: Sequence[os.PathLike]) -> Dict[str, Dict]:
     """Latest record of every song found in the summaries (``summary*.json``) of ``folders``."""
     latest: Dict[str, Dict] = {}
@@ -175,7 +162,7 @@ def merge_summaries(output: os.PathLike, folders: Sequence[os.PathLike], all_son
             names = set(all_songs) | {r.get("song") for r in previous.get("songs", []) if isinstance(r, dict)}
             summary = build_summary(records, sorted(n for n in names if n), {**(meta or {}), "merged_from": [
                 str(s) for s in sources]})
-            write_json_atomic(output / SUMMARY, summary)
+            files.write_json(output / SUMMARY, summary)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return summary
@@ -197,13 +184,11 @@ def format_table(records: Sequence[Dict]) -> str:
 def check_output_writable(output: pathlib.Path) -> None:
     """Create ``output`` and prove a file can be written there; :class:`FatalError` naming the problem if not."""
     try:
-        output.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".xumx-write-test.", dir=output)
+        tmp = files.temp_path(output / ".xumx-write-test")
         try:
-            os.write(fd, b"0" * 4096)
+            tmp.write_bytes(b"0" * 4096)
         finally:
-            os.close(fd)
-            os.unlink(tmp)
+            tmp.unlink()
     except OSError as exc:
         raise FatalError(f"output folder {output} is not writable: {exc.strerror or exc}") from exc
 
@@ -228,7 +213,7 @@ def run_share(args, songs: List[Song], all_names: List[str], log) -> int:
 
     def save() -> None:
         names = all_names if nb == 1 else [s.name for s in songs]
-        write_json_atomic(own_summary, build_summary(records, names, meta))
+        files.write_json(own_summary, build_summary(records, names, meta))
 
     # resume: songs whose four stems are complete are skipped before the model is even loaded
     todo: List[Tuple[Song, object]] = []

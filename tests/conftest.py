@@ -15,6 +15,14 @@ torch.set_num_threads(int(os.environ.get("XUMX_TEST_THREADS", "1")))
 import pytest  # noqa: E402
 
 
+@pytest.fixture
+def umask_022():
+    """Run the test under umask 022: a file written with the umask's mode is 0o644 (mkstemp alone gives 0o600)."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
 @pytest.fixture(scope="module")
 def slicqt():
     """The default transform (Bark-262, 44.1 kHz)."""

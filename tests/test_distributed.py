@@ -13,7 +13,7 @@ import torch
 from tests.helpers import write_tiny_corpus
 from train import distributed, trainer
 from xumx_slicq.checkpoint import load_model
-from xumx_slicq.data import DistributedEpochSampler, EpochSampler, epoch_order, make_train_loader
+from xumx_slicq.data import EpochSampler, epoch_order, make_train_loader
 
 REPO = Path(__file__).resolve().parent.parent
 #: keys of a checkpoint written by a single process (the format the running trainings resume from)
@@ -40,16 +40,17 @@ class _Sized:
 def test_one_replica_is_the_epoch_sampler(start_epoch):
     ds = _Sized(23)
     single = EpochSampler(ds, seed=7, start_epoch=start_epoch)
-    dist1 = DistributedEpochSampler(ds, num_replicas=1, rank=0, seed=7, start_epoch=start_epoch)
-    for _ in range(3):  # successive passes advance the epoch in both
-        assert list(dist1) == list(single)
+    dist1 = EpochSampler(ds, seed=7, start_epoch=start_epoch, num_replicas=1, rank=0)
+    for epoch in range(start_epoch, start_epoch + 3):  # successive passes advance the epoch in both
+        whole = (epoch * 23 + epoch_order(23, 7, epoch)).tolist()  # the whole permutation, epoch-encoded
+        assert list(dist1) == list(single) == whole
     assert len(dist1) == len(single) == 23
 
 
 def test_ranks_get_disjoint_equal_shares_of_each_epoch():
     n, replicas = 23, 3
     ds = _Sized(n)
-    samplers = [DistributedEpochSampler(ds, replicas, r, seed=5) for r in range(replicas)]
+    samplers = [EpochSampler(ds, seed=5, num_replicas=replicas, rank=r) for r in range(replicas)]
     previous = None
     for epoch in range(3):
         shares = [list(s) for s in samplers]
@@ -65,9 +66,9 @@ def test_ranks_get_disjoint_equal_shares_of_each_epoch():
         local = sorted(i - epoch * n for i in union)
         assert local != previous  # reshuffled: another subset/order of chunks every epoch
         previous = local
-    again = DistributedEpochSampler(ds, replicas, 1, seed=5)
+    again = EpochSampler(ds, seed=5, num_replicas=replicas, rank=1)
     again.set_epoch(2)
-    fresh = DistributedEpochSampler(ds, replicas, 1, seed=5)
+    fresh = EpochSampler(ds, seed=5, num_replicas=replicas, rank=1)
     for _ in range(2):
         list(fresh)
     assert list(again) == list(fresh)  # a pure function of (seed, epoch, rank)
@@ -75,16 +76,17 @@ def test_ranks_get_disjoint_equal_shares_of_each_epoch():
 
 def test_sampler_rejects_bad_ranks_and_tiny_epochs():
     with pytest.raises(ValueError, match="rank"):
-        DistributedEpochSampler(_Sized(10), num_replicas=2, rank=2)
+        EpochSampler(_Sized(10), num_replicas=2, rank=2)
     with pytest.raises(ValueError, match="split"):
-        DistributedEpochSampler(_Sized(1), num_replicas=2, rank=0)
+        EpochSampler(_Sized(1), num_replicas=2, rank=0)
 
 
 def test_loader_picks_the_sampler_by_world_size():
     ds = _Sized(10)
-    assert type(make_train_loader(ds, batch_size=2, num_workers=0).sampler) is EpochSampler
+    single = make_train_loader(ds, batch_size=2, num_workers=0).sampler
+    assert isinstance(single, EpochSampler) and (single.num_replicas, single.rank) == (1, 0)
     loader = make_train_loader(ds, batch_size=2, num_workers=0, num_replicas=2, rank=1)
-    assert isinstance(loader.sampler, DistributedEpochSampler) and loader.sampler.rank == 1
+    assert isinstance(loader.sampler, EpochSampler) and (loader.sampler.num_replicas, loader.sampler.rank) == (2, 1)
     assert len(loader) == 10 // 2 // 2
 
 

@@ -1,5 +1,7 @@
 """Tests of the chunked separator machinery."""
 
+import stat
+
 import numpy as np
 import pytest
 import torch
@@ -181,7 +183,7 @@ def test_public_separate_api_layout_rate_and_mono(tmp_path, model):
         xumx_slicq.separate(np.full((100, 2), np.nan), SR, model_dir=tmp_path)
 
 
-def test_separate_file_streams_to_disk_atomically(tmp_path, model):
+def test_separate_file_streams_to_disk_atomically(tmp_path, model, umask_022):
     rng = np.random.default_rng(1)
     audio = (0.1 * rng.standard_normal((9 * SR + 123, 2))).astype(np.float32)
     src = tmp_path / "mixture.wav"
@@ -193,7 +195,8 @@ def test_separate_file_streams_to_disk_atomically(tmp_path, model):
         data, rate = sf.read(paths[target], dtype="float32", always_2d=True)
         assert rate == SR and data.shape == audio.shape
         np.testing.assert_allclose(data.T, expected[j].numpy(), atol=1e-6)
-    assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
+        assert stat.S_IMODE(paths[target].stat().st_mode) == 0o644  # the umask's mode, not mkstemp's 0o600
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{t}.wav" for t in sep.targets)
 
 
 def test_separate_file_reports_bad_input(tmp_path, model):

@@ -86,6 +86,24 @@ def test_compare_command(tmp_path):
     assert (out / "stats.png").stat().st_size > 10_000
 
 
+def test_compare_three_corpora_with_labels(tmp_path):
+    """v1, v2 and a real corpus side by side: --compare and --compare-label repeat, in order."""
+    from train.stats import main
+
+    for name, freq in (("v1", 220), ("v2", 440), ("real", 880)):
+        _corpus(tmp_path / name, freq, 0.1, 1)
+    out = tmp_path / "out"
+    assert main(["--root", str(tmp_path / "v1"), "--label", "corpus v1", "--compare", str(tmp_path / "v2"),
+                 "--compare-label", "corpus v2", "--compare", str(tmp_path / "real"), "--output", str(out),
+                 "--no-progress"]) == 0
+    doc = json.loads((out / "stats_summary.json").read_text())
+    assert [c["label"] for c in doc["corpora"]] == ["corpus v1", "corpus v2", "real"]
+    medians = [doc["summary"][c]["bass"]["centroid_hz"]["median"] for c in ("corpus v1", "corpus v2", "real")]
+    assert medians[0] < medians[1] < medians[2]
+    assert main(["--root", str(tmp_path / "v1"), "--compare-label", "x", "--output", str(out),
+                 "--no-progress"]) == 2
+
+
 def test_missing_stem_is_reported(tmp_path):
     _corpus(tmp_path / "a", 220, 0.3, 1)
     (tmp_path / "a" / "test" / "track 0" / "bass.wav").unlink()
@@ -93,3 +111,24 @@ def test_missing_stem_is_reported(tmp_path):
                            str(tmp_path / "out"), "--no-progress"], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 1 and "bass.wav" in proc.stderr
+
+
+def test_compare_stem_file_reads_the_real_excerpt(tmp_path):
+    """A MUSDB18 .stem.mp4 (stempeg's real excerpt) joins the comparison as one more corpus, streams in order."""
+    import stempeg
+
+    from train.stats import main
+
+    excerpt = Path(stempeg.__file__).parent / "data" / "The Easton Ellises - Falcon 69.stem.mp4"
+    _corpus(tmp_path / "v1", 220, 0.1, 1)
+    out = tmp_path / "out"
+    assert main(["--root", str(tmp_path / "v1"), "--compare-stem", str(excerpt), "--output", str(out),
+                 "--no-progress"]) == 0
+    summary = json.loads((out / "stats_summary.json").read_text())["summary"]
+    real = summary["real: The Easton Ellises - Falcon 69"]
+    assert set(real) == {"mixture", "drums", "bass", "other", "vocals"}
+    centroid = {stem: real[stem]["centroid_hz"]["median"] for stem in real}
+    assert min(centroid, key=centroid.get) == "bass" and max(centroid, key=centroid.get) == "drums"
+    assert real["mixture"]["lufs"]["median"] > max(real[s]["lufs"]["median"] for s in ("drums", "bass", "other"))
+    assert main(["--root", str(tmp_path / "v1"), "--compare-stem", str(tmp_path / "none.stem.mp4"), "--output",
+                 str(out), "--no-progress"]) == 1

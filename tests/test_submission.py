@@ -11,8 +11,10 @@ import json
 import os
 import pathlib
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -22,10 +24,11 @@ import torch
 
 from submission import runner
 from submission.__main__ import main
-from submission.audio_io import TEMP_SUFFIX, InputError, StemWriter, probe, stems_complete
+from submission.audio_io import InputError, StemWriter, is_temp, probe, stems_complete
 from submission.budget import (MIX4, CostModel, Path, build_ladder, choose_path, delay_for, parse_delays,
                                song_budget)
 from submission.engine import STEMS, Engine
+from xumx_slicq import files
 from xumx_slicq.checkpoint import save_model
 from xumx_slicq.model import XUMXSliCQ
 
@@ -82,7 +85,8 @@ def assert_stems(folder, frames, rate=SR):
 
 
 def no_temps(folder):
-    return not [p for p in pathlib.Path(folder).rglob("*") if p.name.endswith(TEMP_SUFFIX)]
+    """No temporary file (stem or summary) left anywhere under ``folder``."""
+    return not [p for p in pathlib.Path(folder).rglob("*") if p.name.startswith(".") and files.TEMP_MARKER in p.name]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -416,13 +420,24 @@ def test_unreadable_song_folder_fails_that_song_only(tmp_path, monkeypatch, mode
     assert_stems(out / "open", 1000)
 
 
+def test_stems_and_summary_get_the_umask_mode(tmp_path, model_dir, umask_022):
+    """Stems (streamed at 44.1 kHz or resampled at commit) and summary.json get a plain file's mode for the
+    umask (0o644 under 0o022), not the 0o600 of a bare mkstemp temporary."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    song(inp, "direct", noise(SR))
+    song(inp, "resampled", noise(22050, seed=1), rate=22050)
+    assert main(["--input", str(inp), "--output", str(out), "--model", str(model_dir), *FAST]) == 0
+    written = [out / "summary.json"] + [out / n / f"{s}.wav" for n in ("direct", "resampled") for s in STEMS]
+    modes = {str(p.relative_to(out)): oct(stat.S_IMODE(p.stat().st_mode)) for p in written}
+    assert set(modes.values()) == {"0o644"}, modes
+    assert no_temps(out)
+
+
 def test_read_only_output_folder_is_fatal(tmp_path, monkeypatch, capsys, model_dir):
     inp, out = tmp_path / "in", tmp_path / "out"
     song(inp, "a", noise(1000))
     out.mkdir()
-    if os.geteuid() == 0:  # root writes through chmod: fail where the write happens
-        import tempfile
-
+    if os.geteuid() == 0:  # root writes through chmod: fail where the write happens (every temporary file)
         real = tempfile.mkstemp
 
         def read_only(*args, **kwargs):
@@ -430,7 +445,7 @@ def test_read_only_output_folder_is_fatal(tmp_path, monkeypatch, capsys, model_d
                 raise PermissionError(errno.EROFS, "Read-only file system")
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(runner.tempfile, "mkstemp", read_only)
+        monkeypatch.setattr(tempfile, "mkstemp", read_only)
     else:
         out.chmod(0o555)
     try:
@@ -486,7 +501,7 @@ def _kill_mid_song(proc, out, first, second, timeout=150):
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         done = all((out / first / f"{s}.wav").exists() for s in STEMS)
-        partial = (out / second).is_dir() and any(p.name.endswith(TEMP_SUFFIX) for p in (out / second).iterdir())
+        partial = (out / second).is_dir() and any(is_temp(p) for p in (out / second).iterdir())
         if done and partial:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(30)

@@ -229,9 +229,10 @@ def dump_rank_state(model: nn.Module, ctx: DistContext) -> Optional[pathlib.Path
     folder = os.environ.get(STATE_DIR_ENV)
     if not folder:
         return None
-    from xumx_slicq.checkpoint import torch_save_atomic
+    from xumx_slicq.files import atomic_path
 
     path = pathlib.Path(folder) / f"rank{ctx.rank}.pt"
     params: Dict[str, Tensor] = {k: v.detach().cpu() for k, v in model.named_parameters()}
-    torch_save_atomic({"rank": ctx.rank, "world_size": ctx.world_size, "params": params}, path)
+    with atomic_path(path) as tmp:
+        torch.save({"rank": ctx.rank, "world_size": ctx.world_size, "params": params}, tmp)
     return path

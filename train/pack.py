@@ -29,6 +29,8 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from xumx_slicq import files
+
 STEMS = ("bass", "drums", "other", "vocals")
 
 
@@ -71,9 +73,8 @@ def _pack_track(job: Dict) -> Dict:
     nbytes = 0
     for stem in STEMS:
         x, _ = sf.read(str(src / f"{stem}.wav"), start=start, frames=length, dtype="float32")
-        tmp = dst / f".{stem}.ogg.tmp"
-        sf.write(str(tmp), x, rate, format="OGG", subtype="VORBIS", compression_level=job["quality"])
-        os.replace(tmp, dst / f"{stem}.ogg")
+        with files.atomic_path(dst / f"{stem}.ogg") as tmp:
+            sf.write(str(tmp), x, rate, format="OGG", subtype="VORBIS", compression_level=job["quality"])
         nbytes += (dst / f"{stem}.ogg").stat().st_size
     return {"track": src.name, "split": job["split"], "start": start, "frames": frames, "rate": rate,
             "bytes": nbytes}
@@ -112,10 +113,7 @@ def pack(root: str, output: str, splits: Dict[str, tuple], quality: float = 0.9,
                 "candidates": candidates, "stems": list(STEMS), "tracks": entries,
                 "total_bytes": sum(e["bytes"] for e in entries),
                 "seconds": {s: sum(e["frames"] / e["rate"] for e in entries if e["split"] == s) for s in splits}}
-    Path(output).mkdir(parents=True, exist_ok=True)
-    tmp = Path(output) / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, Path(output) / "manifest.json")
+    files.write_text(Path(output) / "manifest.json", json.dumps(manifest, indent=1))
     return manifest
 
 
@@ -136,9 +134,8 @@ def _unpack_track(job: Dict) -> str:
     stems["mixture"] = np.sum([stems[s] for s in STEMS], axis=0, dtype=np.float32)
     dst.mkdir(parents=True, exist_ok=True)
     for name, x in stems.items():
-        tmp = dst / f".{name}.wav.tmp"
-        sf.write(str(tmp), x, rate, format="WAV", subtype="FLOAT")
-        os.replace(tmp, dst / f"{name}.wav")
+        with files.atomic_path(dst / f"{name}.wav") as tmp:
+            sf.write(str(tmp), x, rate, format="WAV", subtype="FLOAT")
     return str(dst)
 
 

@@ -1,4 +1,4 @@
-"""`python -m train.stats`: per-stem statistics of a multitrack corpus, optionally compared with a second corpus.
+"""`python -m train.stats`: per-stem statistics of a multitrack corpus, optionally compared with other corpora.
 
 For every track and every file (mixture, drums, bass, other, vocals) of a MUSDB18-HQ-layout root:
 
@@ -18,6 +18,8 @@ and a table on stdout.
 Example::
 
     python -m train.stats --root data --compare /path/to/musdb18hq --subset test --output out/stats
+    python -m train.stats --root corpus_v1 --label v1 --compare corpus_v2 --compare-label v2 \
+        [--compare /path/to/musdb18hq --compare-label MUSDB18-HQ] --output out/stats_v1_v2
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -33,6 +34,8 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 from tqdm import tqdm
+
+from xumx_slicq import files
 
 FILES = ("mixture", "drums", "bass", "other", "vocals")
 METRICS = ("rms_dbfs", "active_rms_dbfs", "lufs", "silence_ratio", "centroid_hz")
@@ -138,6 +141,23 @@ def stem_statistics(x: np.ndarray, sample_rate: float, silence_db: float = -60.0
     }
 
 
+def stem_file_statistics(path: str | Path, label: str, silence_db: float = -60.0) -> list[dict]:
+    """Rows {corpus, track, stem, *METRICS} of one MUSDB18 ``.stem.mp4`` file (streams in FILES order), e.g. the
+    real excerpt that ships with stempeg; needs stempeg and ffmpeg."""
+    try:
+        import stempeg
+    except ImportError as err:
+        raise RuntimeError("reading .stem.mp4 files needs stempeg (pip install musdb==0.4.3)") from err
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such stem file")
+    audio, rate = stempeg.read_stems(str(path), dtype=np.float32)  # (nb_streams, nb_samples, nb_channels)
+    if audio.ndim != 3 or audio.shape[0] < len(FILES):
+        raise RuntimeError(f"{path}: expected {len(FILES)} streams, got an array of shape {audio.shape}")
+    name = Path(path).name.removesuffix(".stem.mp4")
+    return [{"corpus": label, "track": name, "stem": stem, **stem_statistics(audio[k], rate, silence_db)}
+            for k, stem in enumerate(FILES)]
+
+
 def corpus_statistics(root: str | Path, subset: str, label: str, silence_db: float = -60.0,
                       max_tracks: int | None = None, max_seconds: float | None = None,
                       progress: bool = True) -> list[dict]:
@@ -237,18 +257,9 @@ def plot(rows: list[dict], path: str | Path, title: str) -> None:
     fig.legend(handles, corpora, loc="upper right")
     fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with files.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write text through a temporary file in the same folder."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,12 +269,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Per-stem loudness (RMS dBFS and BS.1770 LUFS), silence ratio and spectral centroid of a "
                     "MUSDB18-HQ-layout corpus, optionally compared with another corpus.")
     p.add_argument("--root", required=True, help="corpus root with {train,test}/<track>/{mixture,...}.wav")
-    p.add_argument("--compare", default=None, help="second corpus root to compare with (e.g. real MUSDB18-HQ)")
+    p.add_argument("--compare", action="append", default=[],
+                   help="another corpus root to compare with, repeatable (e.g. --compare v2 --compare musdb18hq; "
+                        "default: none)")
+    p.add_argument("--compare-stem", action="append", default=[],
+                   help="a MUSDB18 .stem.mp4 file as one more corpus, repeatable (e.g. stempeg's bundled real "
+                        "excerpt 'The Easton Ellises - Falcon 69.stem.mp4'; default: none)")
     p.add_argument("--subset", choices=("train", "test", "all"), default="all", help="subset(s) to read (default all)")
     p.add_argument("--compare-subset", choices=("train", "test", "all"), default=None,
-                   help="subset of the second corpus (default: same as --subset)")
+                   help="subset of the compared corpora (default: same as --subset)")
     p.add_argument("--label", default=None, help="name of the first corpus in outputs (default: folder name)")
-    p.add_argument("--compare-label", default=None, help="name of the second corpus (default: folder name)")
+    p.add_argument("--compare-label", action="append", default=[],
+                   help="name of each compared corpus, in --compare order (default: folder names)")
     p.add_argument("--output", default="out/stats", help="output folder for CSV, JSON and PNG (default out/stats)")
     p.add_argument("--png", default="stats.png", help="file name of the figure inside --output (default stats.png)")
     p.add_argument("--silence-db", type=float, default=-60.0, help="silence threshold per 1 s frame (dBFS, default -60)")
@@ -277,16 +294,22 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
     corpora = [(args.root, args.subset, args.label or Path(args.root).resolve().name)]
-    if args.compare:
-        label = args.compare_label or Path(args.compare).resolve().name
-        if label == corpora[0][2]:
+    if len(args.compare_label) > len(args.compare):
+        print("error: more --compare-label than --compare", file=sys.stderr)
+        return 2
+    for i, root in enumerate(args.compare):
+        label = args.compare_label[i] if i < len(args.compare_label) else Path(root).resolve().name
+        while label in [c[2] for c in corpora]:
             label += " (compare)"
-        corpora.append((args.compare, args.compare_subset or args.subset, label))
+        corpora.append((root, args.compare_subset or args.subset, label))
     rows = []
     try:
         for root, subset, label in corpora:
             rows += corpus_statistics(root, subset, label, args.silence_db, args.max_tracks, args.max_seconds,
                                       args.progress)
+        for path in args.compare_stem:
+            rows += stem_file_statistics(path, f"real: {Path(path).name.removesuffix('.stem.mp4')}"[:40],
+                                         args.silence_db)
     except (FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -296,10 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     header = ["corpus", "track", "stem", *METRICS]
     lines = [",".join(header)] + [",".join(f'"{r[h]}"' if h in ("corpus", "track") else f"{r[h]}" for h in header)
                                   for r in rows]
-    _write_atomic(out / "stats_tracks.csv", "\n".join(lines) + "\n")
+    files.write_text(out / "stats_tracks.csv", "\n".join(lines) + "\n")
     doc = {"silence_db": args.silence_db, "corpora": [{"root": str(Path(r).resolve()), "subset": s, "label": l}
-                                                      for r, s, l in corpora], "summary": summary}
-    _write_atomic(out / "stats_summary.json", json.dumps(doc, indent=1, allow_nan=False, default=str) + "\n")
+                                                      for r, s, l in corpora], "summary": summary,
+           "stem_files": [str(Path(p).resolve()) for p in args.compare_stem]}
+    files.write_text(out / "stats_summary.json", json.dumps(doc, indent=1, allow_nan=False, default=str) + "\n")
     plot(rows, out / args.png, " vs ".join(l for _, _, l in corpora) + f"  ({len(rows) // len(FILES)} tracks)")
     print(format_table(summary))
     print(f"wrote {out / 'stats_tracks.csv'}, {out / 'stats_summary.json'}, {out / args.png}")

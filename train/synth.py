@@ -6,7 +6,8 @@ Example (the bundled demo set, three 30 s test songs)::
 
 writes data/test/synth_test_000{0,1,2}/{mixture,drums,bass,other,vocals}.wav (44.1 kHz, stereo, 16-bit PCM,
 mixture = exact sum of the stems) plus song.json (the song's plan). The same arguments always give
-byte-identical files, whatever --jobs is. See docs/synth.md for the musical model and its limits.
+byte-identical files, whatever --jobs is. `--style v2` makes corpus v2 (recorded drum kits, MuseScore General,
+pedalboard effects, LUFS mastering, festival voice); v1 stays the default. See docs/synth.md.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import sys
 
 from train.synthesis.corpus import generate_corpus
+from xumx_slicq import files
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test", type=int, default=0, help="number of test songs (default 0)")
     parser.add_argument("--seconds", type=float, default=30.0, help="duration of each song in seconds (default 30)")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed, >= 0 (default 0)")
+    parser.add_argument("--style", choices=("v1", "v2"), default="v1",
+                        help="v1: GM soundfont + espeak-ng corpus; v2: recorded drum kits, MuseScore General, "
+                             "pedalboard effects, LUFS mastering, festival HTS voice, more genres (default: v1)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="parallel worker processes, one track each (default: all CPU cores)")
     parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
@@ -53,16 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds <= 0:
         print(f"error: --seconds must be positive, got {args.seconds}", file=sys.stderr)
         return 2
-    summary = generate_corpus(args.out, args.train, args.test, args.seconds, args.seed, jobs=max(1, args.jobs),
-                              resume=args.resume, progress=args.progress)
-    summary.update({"out": os.path.abspath(args.out), "seed": args.seed, "seconds": args.seconds,
+    from train.synthesis.resources import MissingResource
+    try:
+        summary = generate_corpus(args.out, args.train, args.test, args.seconds, args.seed, jobs=max(1, args.jobs),
+                                  resume=args.resume, progress=args.progress, style=args.style)
+    except MissingResource as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summary.update({"out": os.path.abspath(args.out), "style": args.style, "seed": args.seed, "seconds": args.seconds,
                     "train": args.train, "test": args.test})
     print(json.dumps(summary))
     if args.summary:
-        tmp = f"{args.summary}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(summary, f, indent=1)
-        os.replace(tmp, args.summary)
+        files.write_text(args.summary, json.dumps(summary, indent=1))
     return 0
 
 

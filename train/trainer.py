@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from train import distributed
-from xumx_slicq import checkpoint
+from xumx_slicq import checkpoint, files
 from xumx_slicq.data import SOURCES, ChunkDataset, FullTrackDataset, make_train_loader
 
 ARCHS = ("xumx-slicq", "umx", "xumx")
@@ -559,8 +559,9 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, device: torch
                 if ctx.enabled:  # extra keys only in distributed checkpoints
                     chk["world_size"] = world
                     chk["rng_per_rank"] = rng_all
-                checkpoint.torch_save_atomic(chk, chkpnt_path)
-                checkpoint.json_save_atomic(history, out / "history.json")
+                with files.atomic_path(chkpnt_path) as tmp:
+                    torch.save(chk, tmp)
+                files.write_json(out / "history.json", history)
                 print(f"epoch {epoch}: train {train_terms['total']:.5f} valid {valid_terms['total']:.5f} "
                       f"lr {lr:.2e} {epoch_time:.1f} s{' (best)' if is_best else ''}", flush=True)
             if stopper.stop:

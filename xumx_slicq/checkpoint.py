@@ -1,23 +1,23 @@
 """Saving and loading models: ``<model_dir>/<name>.pth`` (weights) + ``<model_dir>/<name>.json`` (how to rebuild).
 
 The JSON holds ``{"arch": ..., "config": model.get_config(), ...}`` plus whatever the trainer adds (training
-arguments, history, best epoch, data description, git commit). Every file is written atomically (temporary
-file in the same folder, then ``os.replace``), so a crash never leaves a half-written checkpoint.
+arguments, history, best epoch, data description, git commit). Every file is written atomically
+(:mod:`xumx_slicq.files`), so a crash never leaves a half-written checkpoint.
 
 Architectures: ``xumx-slicq`` (files ``xumx_slicq.*``), ``umx`` (``umx.*``) and ``xumx`` (``xumx.*``).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pathlib
-import tempfile
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
+
+from . import files
 
 PathLike = Union[str, os.PathLike]
 
@@ -41,35 +41,6 @@ def build_model(arch: str, config: Optional[Dict[str, Any]] = None) -> nn.Module
     raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCH_FILES)}")
 
 
-def write_and_rename(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file next to it, fsync, then rename over it."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def torch_save_atomic(obj: Any, path: PathLike) -> None:
-    """``torch.save`` with :func:`write_and_rename` semantics."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_and_rename(path, buffer.getvalue())
-
-
-def json_save_atomic(obj: Any, path: PathLike) -> None:
-    """``json.dump`` (indented, UTF-8) with :func:`write_and_rename` semantics."""
-    write_and_rename(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
-
-
 def save_model(model: nn.Module, model_dir: PathLike, arch: str, **meta: Any) -> pathlib.Path:
     """Write ``<model_dir>/<name>.pth`` and ``<name>.json``; returns the JSON path.
 
@@ -80,9 +51,10 @@ def save_model(model: nn.Module, model_dir: PathLike, arch: str, **meta: Any) ->
     model_dir = pathlib.Path(model_dir)
     stem = ARCH_FILES[arch]
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch_save_atomic(state, model_dir / f"{stem}.pth")
+    with files.atomic_path(model_dir / f"{stem}.pth") as tmp:
+        torch.save(state, tmp)
     json_path = model_dir / f"{stem}.json"
-    json_save_atomic({"arch": arch, "config": model.get_config(), **meta}, json_path)
+    files.write_json(json_path, {"arch": arch, "config": model.get_config(), **meta})
     return json_path
 
 

@@ -19,9 +19,8 @@ nb_timesteps), float32, targets in the order given (default ``("vocals", "drums"
 Randomness: every chunk is a pure function of ``(seed, epoch, index)``, so results do not depend on the number of
 DataLoader workers or their scheduling. Indices past ``len(dataset)`` encode later epochs
 (``index = epoch * len + i``); :class:`EpochSampler` yields such indices, so chunks change every epoch even with
-persistent workers. :class:`DistributedEpochSampler` splits each such epoch over the processes of a distributed
-(DDP) job. :func:`seed_worker` seeds the global numpy/random generators of each worker for code that
-uses them.
+persistent workers, and splits each epoch over the processes of a distributed (DDP) job. :func:`seed_worker`
+seeds the global numpy/random generators of each worker for code that uses them.
 """
 
 from __future__ import annotations
@@ -418,57 +417,34 @@ def epoch_order(length: int, seed: int, epoch: int, shuffle: bool = True) -> np.
 
 
 class EpochSampler(Sampler[int]):
-    """Shuffled indices that encode the epoch (epoch * len(dataset) + i), one new permutation per pass.
+    """Shuffled indices that encode the epoch (``epoch * len(dataset) + i``), one new permutation per pass, split
+    over the processes of a distributed job.
 
-    Works with persistent workers: the epoch lives in the main process and travels inside the index.
-    """
-
-    def __init__(self, dataset: Dataset, shuffle: bool = True, seed: int = 42, start_epoch: int = 0):
-        self.length = len(dataset)
-        self.shuffle = shuffle
-        self.seed = int(seed)
-        self.epoch = int(start_epoch)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch (0-based) that the next pass draws."""
-        self.epoch = int(epoch)
-
-    def __iter__(self) -> Iterator[int]:
-        order = epoch_order(self.length, self.seed, self.epoch, self.shuffle)
-        base = self.epoch * self.length
-        self.epoch += 1
-        return iter((base + order).tolist())
-
-
-class DistributedEpochSampler(Sampler[int]):
-    """:class:`EpochSampler` split over the processes of a distributed job.
-
-    Every rank computes the same epoch permutation (a pure function of ``(seed, epoch)``, so it is reseeded every
-    epoch and needs no communication) and takes every ``num_replicas``-th index starting at its rank: the ranks
-    see disjoint chunks that together make up the single-process epoch. The permutation is cut to a multiple of
-    ``num_replicas`` (the ``len(dataset) % num_replicas`` left-over items, different ones every epoch, are skipped)
-    so that every rank runs the same number of steps. Indices encode the epoch as in :class:`EpochSampler`;
-    with ``num_replicas=1`` the two samplers yield the same indices.
+    Works with persistent workers: the epoch lives in the main process and travels inside the index. Every rank
+    computes the same epoch permutation (a pure function of ``(seed, epoch)``, so it needs no communication) and
+    takes every ``num_replicas``-th index starting at its rank: the ranks see disjoint chunks that together make
+    up the single-process epoch. With several processes the permutation is cut to a multiple of ``num_replicas``
+    (the ``len(dataset) % num_replicas`` left-over items, different ones every epoch, are skipped) so that every
+    rank runs the same number of steps; one process (the default) walks the whole permutation.
 
     Args:
         dataset: the dataset (only its length is used).
+        shuffle: permute each epoch (False: ``arange``).
+        seed: seed of the permutations.
+        start_epoch: the epoch (0-based) of the first pass.
         num_replicas: number of processes (world size).
         rank: this process's rank in ``0 .. num_replicas-1``.
-        shuffle, seed, start_epoch: as in :class:`EpochSampler`.
     """
 
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool = True, seed: int = 42,
-                 start_epoch: int = 0):
+    def __init__(self, dataset: Dataset, shuffle: bool = True, seed: int = 42, start_epoch: int = 0,
+                 num_replicas: int = 1, rank: int = 0):
         if num_replicas < 1 or not 0 <= rank < num_replicas:
             raise ValueError(f"data.py: need num_replicas >= 1 and 0 <= rank < num_replicas, got rank {rank} of "
                              f"{num_replicas}")
         self.length = len(dataset)
         self.num_replicas, self.rank = int(num_replicas), int(rank)
         self.per_replica = self.length // self.num_replicas
-        if self.per_replica == 0:
+        if self.per_replica == 0 and self.num_replicas > 1:
             raise ValueError(f"data.py: {self.length} items per epoch cannot be split over {num_replicas} processes; "
                              f"raise samples_per_track")
         self.shuffle = shuffle
@@ -506,15 +482,12 @@ def make_train_loader(dataset: ChunkDataset, batch_size: int = 32, num_workers: 
     :func:`seed_worker` and a seeded generator; batches are (x, y) with shapes (batch, channels, time) and
     (batch, targets, channels, time).
 
-    With ``num_replicas > 1`` (distributed training) the sampler is a :class:`DistributedEpochSampler` giving this
-    ``rank`` its share of each epoch; ``batch_size`` is then the batch of this one process.
+    With ``num_replicas > 1`` (distributed training) the sampler gives this ``rank`` its share of each epoch;
+    ``batch_size`` is then the batch of this one process.
     """
     generator = torch.Generator()
     generator.manual_seed(seed)
-    if num_replicas > 1:
-        sampler: Sampler[int] = DistributedEpochSampler(dataset, num_replicas, rank, shuffle, seed)
-    else:
-        sampler = EpochSampler(dataset, shuffle, seed)
+    sampler = EpochSampler(dataset, shuffle, seed, num_replicas=num_replicas, rank=rank)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
                       num_workers=num_workers, worker_init_fn=seed_worker, generator=generator,
                       persistent_workers=persistent_workers and num_workers > 0, drop_last=True, **kwargs)

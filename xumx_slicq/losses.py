@@ -32,10 +32,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .transforms import SliCQT
+from .transforms import SliCQT, mix_phase
 
 __all__ = ["combination_subsets", "subset_matrix", "combination_loss", "gram_matrix", "combination_products",
-           "subset_sisdr_loss", "unit_phasors", "MultiDomainLoss"]
+           "subset_sisdr_loss", "MultiDomainLoss"]
 
 SISDR_IMPLEMENTATIONS = ("gram", "auraloss")
 
@@ -169,24 +169,6 @@ def subset_sisdr_loss(est_wave: Tensor, ref_wave: Tensor, eps: float = 1e-8, zer
     return (-sisdr.mean()).to(est_wave.dtype)
 
 
-def unit_phasors(mixture: Sequence[Tensor]) -> List[Tensor]:
-    """``mix / |mix|`` per block (1 where the mixture is 0, as ``angle(0) = 0``), detached: the mixture phase as
-    a constant. Multiplying a real magnitude by it is ``polar(magnitude, angle(mix))``.
-
-    Args:
-        mixture: complex blocks ``(nb_samples, nb_channels, nb_bins_b, nb_slices, T_b)``.
-    Returns:
-        complex blocks ``(nb_samples, 1, nb_channels, nb_bins_b, nb_slices, T_b)`` (broadcast over targets).
-    """
-    out = []
-    for mix in mixture:
-        mix = mix.detach()
-        mag = mix.abs()
-        unit = torch.where(mag > 0, mix / mag.clamp_min(torch.finfo(mag.dtype).tiny), torch.ones_like(mix))
-        out.append(unit.unsqueeze(1))  # (nb_samples, 1, ...): the target axis
-    return out
-
-
 class MultiDomainLoss(nn.Module):
     """``total = combination MSE (magnitudes) + mcoef * SI-SDR loss (mix-phase waveforms)`` over target subsets.
 
@@ -233,7 +215,7 @@ class MultiDomainLoss(nn.Module):
             raise ValueError("losses.py: the time-domain term needs the complex mixture blocks, one per estimate "
                              "block (their phase is given to the estimates)")
         # mix-phase estimates, every target inverted once: (nb_samples, nb_targets, nb_channels, nb_timesteps)
-        complex_est = [e * u for e, u in zip(estimates, unit_phasors(mixture))]
+        complex_est = [mix_phase(e, m) for e, m in zip(estimates, mixture)]
         est_wave = self.slicqt.inverse(complex_est, target_waveforms.shape[-1])
         if self.sisdr_impl == "gram":
             return subset_sisdr_loss(est_wave, target_waveforms, eps=self.eps, zero_mean=self.zero_mean)

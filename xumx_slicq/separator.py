@@ -14,18 +14,18 @@ sits in memory whole.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import pathlib
-import tempfile
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import files
+from .audio import resample
 from .filtering import wiener_blocks
-from .transforms import SliCQT, apply_phase
+from .transforms import SliCQT, mix_phase
 
 PathLike = Union[str, os.PathLike]
 SAMPLE_RATE = 44100
@@ -271,7 +271,7 @@ class Separator(nn.Module):
         network = self.model if self.network is None else self.network
         estimates = network([b.abs() for b in mix])  # (nb_samples, nb_targets, nb_channels, ...)
         if self.wiener == "off" and not (self.softmask or self.residual):
-            out = apply_phase(estimates, mix)
+            out = [mix_phase(e, m) for e, m in zip(estimates, mix)]
         else:  # "off" with softmask or residual: the initial estimate of the torch backend (niter 0)
             backend = "torch" if self.wiener == "off" else self.wiener
             out = wiener_blocks(estimates, mix, backend=backend, iterations=self.niter, softmask=self.softmask,
@@ -327,14 +327,12 @@ class Separator(nn.Module):
             raise ValueError(f"{mixture_path}: {info.channels} channels; expected mono or stereo")
         output_dir.mkdir(parents=True, exist_ok=True)
         finals = {t: output_dir / f"{t}.wav" for t in self.targets}
-        temps = {}
+        temps: Dict[str, pathlib.Path] = {}
         writers = {}
         try:
             for t, final in finals.items():
-                fd, tmp = tempfile.mkstemp(prefix=f".{t}.", suffix=".wav.tmp", dir=output_dir)
-                os.close(fd)
-                temps[t] = tmp
-                writers[t] = sf.SoundFile(tmp, "w", samplerate=info.samplerate, channels=info.channels,
+                temps[t] = files.temp_path(final)
+                writers[t] = sf.SoundFile(str(temps[t]), "w", samplerate=info.samplerate, channels=info.channels,
                                           subtype=subtype, format="WAV")
             if info.samplerate == SAMPLE_RATE:
                 self._stream(mixture_path, info, writers)
@@ -346,14 +344,13 @@ class Separator(nn.Module):
             for w in writers.values():
                 w.close()
             for t, final in finals.items():
-                os.replace(temps[t], final)
+                files.commit(temps[t], final)
         finally:
             for w in writers.values():
                 if not w.closed:
                     w.close()
             for tmp in temps.values():
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+                tmp.unlink(missing_ok=True)
         return finals
 
     def _stream(self, path: pathlib.Path, info, writers) -> None:
@@ -404,16 +401,6 @@ def load_separator(model_dir: Optional[PathLike] = None, arch: Optional[str] = N
     return Separator(model, device=device, backend=backend, **options)
 
 
-def _resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """Polyphase resampling along axis 0 (scipy), ``(nb_timesteps, nb_channels)``."""
-    if rate_in == rate_out:
-        return audio
-    from scipy.signal import resample_poly
-
-    g = math.gcd(int(rate_in), int(rate_out))
-    return resample_poly(audio, rate_out // g, rate_in // g, axis=0).astype(np.float32)
-
-
 def separate_array(separator: Separator, audio: np.ndarray, rate: int) -> Dict[str, np.ndarray]:
     """Separate a numpy array laid out as soundfile returns it.
 
@@ -433,12 +420,12 @@ def separate_array(separator: Separator, audio: np.ndarray, rate: int) -> Dict[s
     mono_1d = audio.ndim == 1
     x = audio[:, None] if mono_1d else audio
     length = x.shape[0]
-    x44 = _resample(x.astype(np.float32), rate, SAMPLE_RATE)
+    x44 = resample(x.astype(np.float32), rate, SAMPLE_RATE)
     tensor = torch.from_numpy(np.ascontiguousarray(x44.T))[None]  # (1, nb_channels, nb_timesteps)
     out = separator(tensor)[0].numpy()  # (nb_targets, nb_channels, nb_timesteps)
     stems = {}
     for j, target in enumerate(separator.targets):
-        y = _resample(out[j].T, SAMPLE_RATE, rate)  # (nb_timesteps, nb_channels)
+        y = resample(out[j].T, SAMPLE_RATE, rate)  # (nb_timesteps, nb_channels)
         if y.shape[0] < length:
             y = np.pad(y, ((0, length - y.shape[0]), (0, 0)))
         y = y[:length].astype(audio.dtype if audio.dtype in (np.float32, np.float64) else np.float32)

@@ -40,7 +40,6 @@ __all__ = [
     "nb_slices",
     "magnitude_phase",
     "polar",
-    "apply_phase",
     "unit_phasor",
     "mix_phase",
     "overlap_add",
@@ -289,23 +288,6 @@ def mix_phase(magnitude: Tensor, reference: Tensor) -> Tensor:
     while phasor.dim() < magnitude.dim():
         phasor = phasor.unsqueeze(1)  # (nb_samples, 1, ...): broadcast over the target axis
     return magnitude.to(phasor.dtype) * phasor
-
-
-def apply_phase(magnitudes: Sequence[Tensor], reference: Sequence[Tensor]) -> List[Tensor]:
-    """Give each magnitude block the phase of a complex reference block (the mix-phase estimate).
-
-    ``magnitudes[b]`` may carry extra leading dimensions, e.g. targets:
-    ``(nb_samples, nb_targets, nb_channels, nb_bins_b, nb_slices, T_b)`` with a reference
-    ``(nb_samples, nb_channels, nb_bins_b, nb_slices, T_b)``; the phase broadcasts from the right after the
-    sample dimension.
-    """
-    out = []
-    for m, r in zip(magnitudes, reference):
-        phase = torch.angle(r)
-        while phase.dim() < m.dim():
-            phase = phase.unsqueeze(1)  # (nb_samples, 1, ...) broadcasts over targets
-        out.append(torch.polar(m, phase.to(m.dtype)))
-    return out
 
 
 def overlap_add_length(nb_slices_: int, T: int) -> int:

@@ -8,6 +8,13 @@ Modules, in the order a song flows through them::
     mix      (reverb, levels, glue, master)   -> song    (one track, end to end)
     corpus   (parallel generation, atomic WAV writing, progress bar)
 
+Corpus v2 (`--style v2`) reuses the planner and part generators and adds::
+
+    styles_v2 (v2 genres, loudness targets)   resources (what v2 needs, and which package provides it)
+    drums_v2 + hydrogen (recorded kits, ghosts, chokes)   effects (pedalboard chains, sidechain)
+    voice_v2 (festival HTS voice, breaths, doubles)       mastering (sum-exact bus compression, LUFS, limiter)
+    song_v2  (one v2 song end to end, tempo and key changes)
+
 The command-line entry point is `python -m train.synth`; see docs/synth.md for the musical model and its limits.
 """
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import json
 import multiprocessing
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,12 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
+from xumx_slicq import files
+
 from train.synthesis.song import GENERATOR_VERSION, STEMS, render_song
+
+#: corpus style -> generator version written in song.json (v1 stays the default and byte-for-byte reproducible)
+STYLE_VERSIONS = {"v1": GENERATOR_VERSION, "v2": 2}
 
 SAMPLE_RATE = 44100
 FILES = ("mixture",) + STEMS
@@ -37,13 +41,7 @@ class Task:
     index: int
     seconds: float
     seed: int
-
-
-def _write_wav_atomic(path: Path, data) -> None:
-    """Write int16 (nb_samples, 2) audio as 16-bit PCM WAV via a temporary file in the same folder."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(str(tmp), data, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
+    style: str = "v1"
 
 
 def _is_complete(folder: Path, task: Task) -> bool:
@@ -56,7 +54,8 @@ def _is_complete(folder: Path, task: Task) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     return (meta.get("seed"), meta.get("split"), meta.get("index"), meta.get("seconds"),
-            meta.get("generator_version")) == (task.seed, task.split, task.index, task.seconds, GENERATOR_VERSION)
+            meta.get("generator_version")) == (task.seed, task.split, task.index, task.seconds,
+                                               STYLE_VERSIONS[task.style])
 
 
 def make_track(task: Task, resume: bool = True) -> tuple[str, float, bool]:
@@ -66,14 +65,17 @@ def make_track(task: Task, resume: bool = True) -> tuple[str, float, bool]:
     if resume and _is_complete(folder, task):
         return rel, 0.0, True
     start = time.process_time()
-    audio, meta = render_song(task.seed, task.split, task.index, task.seconds)
+    if task.style == "v2":
+        from train.synthesis.song_v2 import render_song_v2  # pedalboard/pyloudnorm only when v2 is asked for
+        audio, meta = render_song_v2(task.seed, task.split, task.index, task.seconds)
+    else:
+        audio, meta = render_song(task.seed, task.split, task.index, task.seconds)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "song.json").unlink(missing_ok=True)  # written last: marks the folder complete
-    for name in FILES:
-        _write_wav_atomic(folder / f"{name}.wav", audio[name])
-    tmp = folder / ".song.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
-    os.replace(tmp, folder / "song.json")
+    for name in FILES:  # int16 (nb_samples, 2) as 16-bit PCM
+        with files.atomic_path(folder / f"{name}.wav") as tmp:
+            sf.write(str(tmp), audio[name], SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    files.write_text(folder / "song.json", json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
     return rel, time.process_time() - start, False
 
 
@@ -97,7 +99,7 @@ def tune_malloc() -> None:
 
 
 def generate_corpus(out: str | Path, nb_train: int, nb_test: int, seconds: float, seed: int, jobs: int = 1,
-                    resume: bool = True, progress: bool = True) -> dict:
+                    resume: bool = True, progress: bool = True, style: str = "v1") -> dict:
     """Generate a corpus of `nb_train` + `nb_test` songs of `seconds` seconds each under `out`.
 
     Args:
@@ -108,6 +110,8 @@ def generate_corpus(out: str | Path, nb_train: int, nb_test: int, seconds: float
         jobs: worker processes (tracks are rendered in parallel, one per process).
         resume: skip tracks already complete in `out` with the same parameters.
         progress: show a tqdm progress bar.
+        style: "v1" (default, the original corpus) or "v2" (recorded kits, MuseScore General, effects, festival
+            voice; see song_v2.py).
     Returns:
         Summary dict: tracks made/skipped, wall-clock seconds, audio seconds, speed (x real time), and the CPU
         seconds the workers spent rendering (speed per CPU second, independent of other load on the machine).
@@ -116,10 +120,16 @@ def generate_corpus(out: str | Path, nb_train: int, nb_test: int, seconds: float
         raise ValueError(f"need a positive number of tracks, got train={nb_train}, test={nb_test}")
     if seconds <= 0:
         raise ValueError(f"--seconds must be positive, got {seconds}")
+    if style not in STYLE_VERSIONS:
+        raise ValueError(f"unknown corpus style {style!r}; expected one of {', '.join(STYLE_VERSIONS)}")
+    if style == "v2":  # fail before any work when a v2 resource is missing
+        from train.synthesis.resources import require
+        from train.synthesis.song_v2 import NEEDED
+        require(NEEDED)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tasks = [Task(str(out), "train", i, float(seconds), seed) for i in range(nb_train)]
-    tasks += [Task(str(out), "test", i, float(seconds), seed) for i in range(nb_test)]
+    tasks = [Task(str(out), "train", i, float(seconds), seed, style) for i in range(nb_train)]
+    tasks += [Task(str(out), "test", i, float(seconds), seed, style) for i in range(nb_test)]
     jobs = max(1, min(jobs, len(tasks)))
     start = time.perf_counter()
     made = skipped = 0

@@ -44,6 +44,16 @@ GROOVES: dict[str, dict[int, str]] = {
     "steppers": {KICK: "x...x...x...x...", RIM: "........x.......", CLOSED_HAT: "..x...x...x...x."},
     "waltz": {KICK: "x...........", SNARE: "....x...x...", CLOSED_HAT: "x.o.x.o.x.o."},
     "waltz_ride": {KICK: "x.......x...", RIM: "....x...x...", RIDE: "x...x.x.x.x."},
+    # corpus v2 genres (metal, EDM, jazz, trap, folk)
+    "metal_double": {KICK: "xxxxxxxxxxxxxxxx", SNARE: "....X.......X...", CLOSED_HAT: "x.x.x.x.x.x.x.x."},
+    "metal_gallop": {KICK: "x.xxx.xxx.xxx.xx", SNARE: "....X.......X...", RIDE: "x...x...x...x..."},
+    "metal_blast": {KICK: "x.x.x.x.x.x.x.x.", SNARE: ".x.x.x.x.x.x.x.x", CRASH: "x...x...x...x..."},
+    "edm_build": {KICK: "x...x...x...x...", SNARE: "x.x.x.x.x.x.x.x.", OPEN_HAT: "..x...x...x...x."},
+    "jazz_ride": {RIDE: "x...x..ox...x..o", PEDAL_HAT: "....x.......x...", KICK: "g.......g.......",
+                  SNARE: "......g.......g."},
+    "jazz_brush": {SNARE: "ooooooooooooooog", PEDAL_HAT: "....x.......x...", KICK: "g.......g......."},
+    "trap_roll": {KICK: "x......x..x.....", SNARE: "........X.......", CLOSED_HAT: "xoxoxoxoxxxxxoxo"},
+    "folk_tamb": {KICK: "x.......x.......", SNARE: "....o.......o...", TAMBOURINE: "x.o.x.o.x.o.x.o."},
 }
 
 #: Alternative kick lines used on every second or fourth bar for variety.

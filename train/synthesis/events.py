@@ -19,7 +19,10 @@ class Note:
 
 @dataclass
 class Part:
-    """An instrument track: GM program (bank 128 = drum kit), pan -1..1, level 0..1 and its notes."""
+    """An instrument track: GM program (bank 128 = drum kit), pan -1..1, level 0..1 and its notes.
+
+    `soundfont` (corpus v2) renders the part from another soundfont than the renderer's default one.
+    """
 
     name: str
     program: int
@@ -27,6 +30,7 @@ class Part:
     pan: float = 0.0
     level: float = 1.0
     notes: list[Note] = field(default_factory=list)
+    soundfont: str | None = None
 
     def add(self, start: float, duration: float, pitch: int, velocity: float) -> None:
         """Append a note, clamping pitch and velocity into MIDI range and the duration to >= 10 ms."""

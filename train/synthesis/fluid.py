@@ -64,20 +64,27 @@ def render_groups(groups: list[list[Part]], nb_samples: int, soundfont: str = SO
     """
     if not os.path.isfile(soundfont):
         raise FileNotFoundError(f"soundfont not found: {soundfont} (apt-get install fluid-soundfont-gm)")
+    fonts = [soundfont] + sorted({p.soundfont for ps in groups for p in ps if p.soundfont and p.soundfont != soundfont})
+    for font in fonts[1:]:
+        if not os.path.isfile(font):
+            raise FileNotFoundError(f"soundfont not found: {font}")
     fluidsynth = _fluidsynth()
-    if soundfont not in _keepers:  # FluidSynth frees cached samples with the last synth using them
-        keeper = fluidsynth.Synth(gain=0.0, samplerate=float(SAMPLE_RATE))
-        keeper.sfload(soundfont)
-        _keepers[soundfont] = keeper
+    for font in fonts:
+        if font not in _keepers:  # FluidSynth frees cached samples with the last synth using them
+            keeper = fluidsynth.Synth(gain=0.0, samplerate=float(SAMPLE_RATE))
+            keeper.sfload(font)
+            _keepers[font] = keeper
     nb_groups = max(1, len(groups))
     synth = fluidsynth.Synth(gain=gain, samplerate=float(SAMPLE_RATE), **{
         "synth.reverb.active": 0, "synth.chorus.active": 0, "synth.cpu-cores": 1, "synth.polyphony": 1024,
         "synth.audio-channels": nb_groups, "synth.audio-groups": nb_groups})
     out = np.zeros((2 * nb_groups, nb_samples), dtype=np.float32)  # (2 * nb_groups, nb_samples), L/R per group
     try:
-        sfid = synth.sfload(soundfont)
-        if sfid < 0:
-            raise RuntimeError(f"FluidSynth could not load soundfont {soundfont}")
+        sfids = {}
+        for font in fonts:
+            sfids[font] = synth.sfload(font)
+            if sfids[font] < 0:
+                raise RuntimeError(f"FluidSynth could not load soundfont {font}")
         events = []  # (sample, order, channel, pitch, velocity, note id); note-offs sort before note-ons
         for g, parts in enumerate(groups):
             channels = iter(range(g, 256, nb_groups))
@@ -87,7 +94,7 @@ def render_groups(groups: list[list[Part]], nb_samples: int, soundfont: str = SO
                 channel = next(channels)
                 if part.bank == 128:
                     _set_channel_type(synth.synth, channel, 1)  # CHANNEL_TYPE_DRUM
-                synth.program_select(channel, sfid, part.bank, part.program)
+                synth.program_select(channel, sfids[part.soundfont or soundfont], part.bank, part.program)
                 synth.cc(channel, 7, int(np.clip(round(127 * np.sqrt(part.level)), 1, 127)))
                 synth.cc(channel, 10, int(np.clip(round(64 + 63 * part.pan), 0, 127)))
                 for note in part.notes:

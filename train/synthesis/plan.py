@@ -388,19 +388,23 @@ def _choose_voice(rng: np.random.Generator) -> VoicePlan:
     )
 
 
-def plan_song(rng: np.random.Generator, seconds: float) -> SongPlan:
+def plan_song(rng: np.random.Generator, seconds: float, genres: tuple[Genre, ...] = GENRES,
+              genre_weights: dict[str, float] | None = None) -> SongPlan:
     """Draw a complete song plan lasting at least `seconds` (the renderer trims to the exact length).
 
     Args:
         rng: the song's own generator (its draws fully determine the plan).
         seconds: song duration in seconds (> 0).
+        genres, genre_weights: the style templates to draw from and their relative weights (default: corpus v1's
+            GENRES and GENRE_WEIGHTS; corpus v2 passes its own, see styles_v2).
     Returns:
         A :class:`SongPlan` whose stems each play in at least MIN_ACTIVE_FRACTION of the bars.
     """
     if seconds <= 0:
         raise ValueError(f"song duration must be positive, got {seconds}")
-    weights = np.array([GENRE_WEIGHTS[g.name] for g in GENRES])
-    genre = GENRES[int(rng.choice(len(GENRES), p=weights / weights.sum()))]
+    genre_weights = GENRE_WEIGHTS if genre_weights is None else genre_weights
+    weights = np.array([genre_weights[g.name] for g in genres])
+    genre = genres[int(rng.choice(len(genres), p=weights / weights.sum()))]
     bpm = float(rng.uniform(*genre.tempo))
     meter = int(_choice(rng, genre.meters))
     swung = rng.random() < genre.swing[0]

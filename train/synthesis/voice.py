@@ -51,11 +51,30 @@ def _espeak(word: str, voice: str) -> np.ndarray:
 
 
 def word_sound(word: str, voice: str) -> WordSound:
-    """Cached :class:`WordSound` for `word` spoken by espeak-ng voice `voice` (silence trimmed)."""
+    """Cached :class:`WordSound` for `word` spoken by espeak-ng voice `voice` (silence trimmed).
+
+    Other engines (corpus v2's festival voice) fill the cache first with :func:`register_word`.
+    """
     key = (voice, word)
     if key in _WORDS:
         return _WORDS[key]
-    audio = _espeak(word, voice)
+    out = analyse_word(_espeak(word, voice))
+    _WORDS[key] = out
+    return out
+
+
+def register_word(word: str, voice: str, audio: np.ndarray) -> None:
+    """Cache a spoken word (mono float64 at VOICE_RATE) from another engine under the voice name `voice`."""
+    _WORDS[(voice, word)] = analyse_word(audio)
+
+
+def is_cached(word: str, voice: str) -> bool:
+    """True when `word` of `voice` is already analysed in this process."""
+    return (voice, word) in _WORDS
+
+
+def analyse_word(audio: np.ndarray) -> WordSound:
+    """Trim a spoken word's silences and analyse it for singing (voiced span, Praat manipulation, gain)."""
     frame = int(0.005 * VOICE_RATE)
     nb = len(audio) // frame
     env = np.sqrt(np.mean(audio[: nb * frame].reshape(nb, frame) ** 2, axis=1) + 1e-12)  # (nb_frames,) RMS
@@ -71,9 +90,7 @@ def word_sound(word: str, voice: str) -> WordSound:
     region = audio[int(t0 * VOICE_RATE): int(t1 * VOICE_RATE) + 1]
     rms = float(np.sqrt(np.mean(region ** 2))) if len(region) else float(np.sqrt(np.mean(audio ** 2)))
     manipulation = call(sound, "To Manipulation", 0.01, 60.0, 500.0)
-    out = WordSound(audio, t0, t1, manipulation, 0.1 / max(rms, 1e-6))
-    _WORDS[key] = out
-    return out
+    return WordSound(audio, t0, t1, manipulation, 0.1 / max(rms, 1e-6))
 
 
 @dataclass(frozen=True)
@@ -129,10 +146,15 @@ def sing_note(note: SungNote, voice: str, rng: np.random.Generator) -> tuple[np.
     u_abs = np.arange(0.0, out_len, 0.01)
     cents = _pitch_cents(u_abs - ws.t0, note, (float(rng.uniform(5.0, 6.5)), float(rng.uniform(15, 55)),
                                                float(rng.uniform(0, 2 * np.pi))), float(rng.normal(0, 6)))
-    freq = 440.0 * 2 ** ((note.pitch - 69) / 12 + cents / 1200)
+    with np.errstate(over="ignore"):
+        freq = 440.0 * 2 ** ((note.pitch - 69) / 12 + cents / 1200)
+    # Before the voiced onset (u < 0) the scoop/portamento terms grow as exp(-u / tau). A word with a long unvoiced
+    # start (some festival words) overflows them to inf, which Praat refuses. Those points lie where nothing is
+    # voiced, so the largest finite value stands in. Songs that rendered before never held inf, so they are unchanged.
+    freq = np.where(np.isfinite(freq), freq, np.finfo(np.float64).max)
     pitch_tier = call("Create PitchTier", "melody", 0.0, duration)
-    for t, f in zip(to_original(u_abs), freq):
-        call(pitch_tier, "Add point", float(t), float(f))
+    # one Praat script for all points: ~20x faster than a call per point, and repr() round-trips every double
+    run(pitch_tier, "\n".join(f"Add point: {float(t)!r}, {float(f)!r}" for t, f in zip(to_original(u_abs), freq)))
     # Praat's overlap-add draws random numbers (unvoiced stretches): seed its generator from the note's own.
     run(f"random_initializeWithSeedUnsafelyButPredictably ({int(rng.integers(1, 2**31 - 1))})")
     call([ws.manipulation, pitch_tier], "Replace pitch tier")

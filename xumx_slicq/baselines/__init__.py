@@ -4,7 +4,7 @@
 """
 
 from .losses import MultiDomainLoss, freq_combination_loss, mse_loss, time_combination_loss, weighted_sdr
-from .stft import ISTFT, STFT, magnitude, mix_phase
+from .stft import ISTFT, STFT, magnitude
 from .umx import DEFAULT_TARGETS, UMX, compute_input_stats, wiener_postprocess
 from .xumx import XUMX
 
@@ -22,7 +22,6 @@ __all__ = [
     "compute_input_stats",
     "freq_combination_loss",
     "magnitude",
-    "mix_phase",
     "mse_loss",
     "time_combination_loss",
     "weighted_sdr",

@@ -26,7 +26,8 @@ from torch import nn
 
 from ..losses import combination_loss, combination_products, gram_matrix, subset_matrix
 from ..losses import combination_subsets as _subsets
-from .stft import ISTFT, STFT, mix_phase
+from ..transforms import mix_phase
+from .stft import ISTFT, STFT
 
 __all__ = [
     "combination_subsets",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["STFT", "ISTFT", "magnitude", "mix_phase", "nb_frames_for"]
+__all__ = ["STFT", "ISTFT", "magnitude", "nb_frames_for"]
 
 
 def _hann(n_fft: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -139,18 +139,3 @@ def magnitude(X: torch.Tensor, power: float = 1.0) -> torch.Tensor:
         raise ValueError("baselines/stft.py: magnitude() needs a complex STFT tensor")
     mag = X.abs()
     return mag if power == 1.0 else mag.pow(power)
-
-
-def mix_phase(est_mag: torch.Tensor, mix_stft: torch.Tensor) -> torch.Tensor:
-    """Attach the mixture phase to estimated magnitudes.
-
-    Args:
-        est_mag: real ``(nb_samples, nb_targets, nb_channels, nb_bins, nb_frames)`` estimates.
-        mix_stft: complex ``(nb_samples, nb_channels, nb_bins, nb_frames)`` mixture STFT.
-    Returns:
-        complex ``(nb_samples, nb_targets, nb_channels, nb_bins, nb_frames)``: ``est_mag * exp(i angle(mix))``.
-        Bins where the mixture is exactly zero get phase 0.
-    """
-    # unsqueeze(1): broadcast the mixture phase over the target axis
-    phase = torch.angle(mix_stft).unsqueeze(1).detach()
-    return torch.polar(est_mag, phase.to(est_mag.dtype))

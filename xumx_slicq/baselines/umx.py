@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..transforms import mix_phase
 from ..wiener import wiener
-from .stft import ISTFT, STFT, mix_phase
+from .stft import ISTFT, STFT
 
 __all__ = [
     "DEFAULT_TARGETS",
