@@ -1,4 +1,4 @@
-"""``python -m benchmark <subcommand>``: speed, quality and data benchmarks of xumx-sliCQ.
+"""``python -m benchmark <subcommand>``: speed, quality and data benchmarks of xumx-sliCQ, and two demos.
 
 Each subcommand is a module of this package with its own ``--help``; figures are printed and written as
 JSON/CSV (default folder ``benchmark/results``).
@@ -6,10 +6,9 @@ JSON/CSV (default folder ``benchmark/results``).
 
 import argparse
 import importlib
-import importlib.util
 import sys
 
-# subcommand -> (module, one-line description); modules that do not exist yet are listed as coming
+# subcommand -> (module, one-line description)
 SUBCOMMANDS = {
     "transform": ("benchmark.transform_speed", "sliCQT forward+inverse vs nsgt 0.19 vs torch STFT"),
     "wiener": ("benchmark.wiener_speed", "Wiener-EM on sliCQ-sized inputs: torch vs numba"),
@@ -23,16 +22,15 @@ SUBCOMMANDS = {
     "speed": ("benchmark.speed", "separation time and memory vs UMX / X-UMX"),
     "search": ("benchmark.search", "random search over sliCQ parameters by mix-phase oracle SDR"),
     "real": ("benchmark.real", "report-only MDX SDR on stempeg's real MUSDB18 excerpt vs floor and oracle"),
+    "transform-demo": ("benchmark.transform_demo", "sliCQ of an audio file: layout, reconstruction, plot vs STFT"),
+    "model-summary": ("benchmark.model_summary", "xumx-sliCQ block layout, parameter counts, torchinfo summary"),
 }
-
-
-def _available(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    lines = [f"  {name:<10} {desc}{'' if _available(mod) else '  (coming)'}" for name, (mod, desc) in SUBCOMMANDS.items()]
+    width = max(map(len, SUBCOMMANDS))
+    lines = [f"  {name:<{width}} {desc}" for name, (_, desc) in SUBCOMMANDS.items()]
     parser = argparse.ArgumentParser(
         prog="python -m benchmark",
         description=__doc__ + "\nsubcommands:\n" + "\n".join(lines),
@@ -44,11 +42,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0 if argv else 2
     ns = parser.parse_args(argv[:1])
-    module = SUBCOMMANDS[ns.subcommand][0]
-    if not _available(module):
-        print(f"error: `{ns.subcommand}` is not implemented yet", file=sys.stderr)
-        return 2
-    return importlib.import_module(module).main(argv[1:]) or 0
+    return importlib.import_module(SUBCOMMANDS[ns.subcommand][0]).main(argv[1:]) or 0
 
 
 if __name__ == "__main__":

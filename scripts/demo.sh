@@ -16,7 +16,7 @@ mkdir -p out/demo
 for mix in data/test/*/mixture.wav; do
     song="$(basename "$(dirname "$mix")")"
     echo "[demo] $song"
-    $PY -m xumx_slicq.transforms "$mix" --plot "out/demo/${song}_slicq.png"
+    $PY -m benchmark transform-demo "$mix" --plot "out/demo/${song}_slicq.png"
 done
 if ls pretrained-model/*.pth >/dev/null 2>&1; then
     echo "[demo] separating data/test with pretrained-model/ (./run.sh)"

@@ -8,7 +8,7 @@
 #       --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d .whl soundfile cffi pycparser \
 #       museval musdb stempeg ffmpeg-python future pyaml jsonschema jsonschema-specifications referencing rpds-py
 #
-# and name .gpu and .whl in the call's `carry` (both ignored through .git/info/exclude). Then, as the command:
+# and name .gpu and .whl in the call's `carry` (both ignored, .gitignore). Then, as the command:
 #
 #   bash scripts/gpu_remote.sh --minutes 7.5 --deadline 580 --no-evaluate --out "$OUT"   # first call
 #   bash scripts/gpu_remote.sh --no-train --deadline 200 --out "$OUT"                  # second, while warm

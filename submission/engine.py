@@ -69,8 +69,8 @@ class SongResult:
 def _load_variant(model_dir, arch, backend: str, niter: int, wiener: str, device: str, log: Callable):
     """``load_separator`` for one path; returns ``(separator, backend used)``.
 
-    ``backend`` is passed when not ``torch``; if the installed separator does not accept it, or the ONNX path
-    fails to load, the torch network is used instead (with a warning when ONNX was asked for explicitly).
+    If a backend other than ``torch`` fails to load (no ONNX Runtime, no or a broken ONNX file), the torch
+    network is used instead, with a warning.
     """
     from xumx_slicq.separator import load_separator
 
@@ -78,12 +78,7 @@ def _load_variant(model_dir, arch, backend: str, niter: int, wiener: str, device
     if backend != "torch":
         try:
             sep = load_separator(model_dir, arch, backend=backend, **options)
-            return sep, str(getattr(sep, "backend", backend))
-        except TypeError as exc:
-            if "backend" not in str(exc):
-                raise
-            if backend != "auto":
-                log(f"warning: this separator has no backend option; using torch instead of {backend}")
+            return sep, str(sep.backend)
         except FileNotFoundError:
             raise  # no model at all: not a backend problem
         except Exception as exc:  # noqa: BLE001 - any ONNX failure: fall back to torch, never stop
@@ -97,7 +92,7 @@ class Engine:
     Args:
         model_dir: saved model folder (None: the shipped ``pretrained-model/``).
         arch: architecture to pick in that folder (None: the preferred one present).
-        backend: ``torch``, ``onnxruntime`` or ``auto`` (passed to ``load_separator``; torch when unsupported).
+        backend: ``torch``, ``onnxruntime`` or ``auto`` (passed to ``load_separator``; torch when it fails to load).
         niter: most Wiener-EM iterations to use.
         wiener: ``auto`` (numba or torch, whichever measures cheaper), ``numba``, ``torch`` or ``off``.
         device: torch device.

@@ -313,7 +313,7 @@ def test_block_stats_constant_input_floors_std(slicqt):
 # ---------------------------------------------------------------------------------------------- CLI
 def test_cli_summary():
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "xumx_slicq.model", "--summary", "--depth", "1"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "benchmark", "model-summary", "--summary", "--depth", "1"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "6,669,912" in proc.stdout and "1,944" in proc.stdout and "Total params" in proc.stdout
@@ -321,8 +321,8 @@ def test_cli_summary():
 
 
 def test_cli_help():
-    proc = subprocess.run([sys.executable, "-m", "xumx_slicq.model", "--help"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "benchmark", "model-summary", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "usage:" in proc.stdout
 
 

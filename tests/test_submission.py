@@ -257,21 +257,12 @@ def test_onnx_failing_mid_song_switches_to_torch(model_dir, tmp_path, monkeypatc
     assert_stems(tmp_path / "o", SR)
 
 
-def test_unsupported_backend_falls_back_to_torch(model_dir, monkeypatch):
-    """An older separator without ``backend`` (TypeError) or a failing ONNX load: torch, with a warning."""
+def test_failing_onnx_load_falls_back_to_torch(model_dir, monkeypatch):
+    """A backend that fails to load (here ONNX Runtime): the torch network, with a warning."""
     import xumx_slicq.separator as separator
 
     real = separator.load_separator
     messages = []
-
-    def old_api(model_dir=None, arch=None, **options):
-        if "backend" in options:
-            raise TypeError("load_separator() got an unexpected keyword argument 'backend'")
-        return real(model_dir, arch, **options)
-
-    monkeypatch.setattr(separator, "load_separator", old_api)
-    eng = Engine(model_dir, backend="onnxruntime", wiener="off", calibrate=False, log=messages.append)
-    assert eng.backend == "torch" and any("no backend option" in m for m in messages)
 
     def onnx_fails(model_dir=None, arch=None, backend="torch", **options):
         if backend != "torch":
@@ -279,7 +270,6 @@ def test_unsupported_backend_falls_back_to_torch(model_dir, monkeypatch):
         return real(model_dir, arch, **options)
 
     monkeypatch.setattr(separator, "load_separator", onnx_fails)
-    messages.clear()
     eng = Engine(model_dir, backend="onnxruntime", wiener="off", calibrate=False, log=messages.append)
     assert eng.backend == "torch" and any("onnxruntime session failed" in m for m in messages)
 

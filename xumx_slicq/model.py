@@ -29,8 +29,7 @@ Design choices (documented, all checked by tests/test_model.py):
   ``nb_targets * channels``: mathematically the same as independent per-target stacks (BatchNorm is per
   channel, grouped convolutions never mix groups; a test perturbs one target's weights and checks the others'
   masks do not move), with the same parameter count, but 51 instead of 204 layer stacks to launch (fewer kernel
-  launches on a GPU). On this 2-core CPU (one thread, batch 8 x 1 s) a training step measured the same as with
-  separate stacks (5.2 vs 5.1 s).
+  launches on a GPU; the same training cost on a CPU, see docs/export.md).
 * **Input normalisation** is ``(x - input_mean) * input_scale`` (the project's baseline convention; the original
   wrote ``(x + mean) * scale`` with ``mean`` initialised to minus the data mean - the same model). The statistics
   come from the overlap-add view, the very tensor the first convolution sees (:func:`init_input_scaler`).
@@ -45,13 +44,11 @@ Design choices (documented, all checked by tests/test_model.py):
   the default thresholds guarantee it, custom ones may not: ``kf`` is then reduced to the largest kernel that
   fits (recorded in :attr:`XUMXSliCQ.kernels`).
 
-``python -m xumx_slicq.model --summary`` prints a torchinfo summary and the parameter counts.
+``python -m benchmark model-summary --summary`` prints a torchinfo summary and the parameter counts.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -198,9 +195,8 @@ class BlockNet(nn.Module):
         x = (x.unsqueeze(1) - self.input_mean[:, None, :, None]) * self.input_scale[:, None, :, None]
         # targets x channels as convolution channels, target-major (group k = target k)
         x = x.reshape(nb_samples, self.nb_targets * nb_channels, nb_bins, x.shape[-1])
-        # Inference computes the transposed convolutions as padded convolutions (faster on long inputs, and peak
-        # memory 1.9 -> 1.4 GB on 36 s segments); training keeps the native ones, whose backward pass is ~2x faster
-        # on CPU (measured: batch 16 x 1 s, backward 3.6 s vs 6.4 s).
+        # Inference computes the transposed convolutions as padded convolutions (faster on long inputs, lower peak
+        # memory); training keeps the native ones, whose backward pass is faster (docs/export.md)
         as_conv = not torch.is_grad_enabled()
         for layer in self.layers:
             x = transposed_conv_as_conv(x, layer) if as_conv and isinstance(layer, nn.ConvTranspose2d) else layer(x)
@@ -557,55 +553,3 @@ def init_input_scaler(
     means, stds, n = compute_block_stats(data, model.blocks, slicqt, max_items, progress, which=model.learned)
     model.set_input_scaler([m for m in means if m is not None], [s for s in stds if s is not None], rel_floor)
     return n
-
-
-# ------------------------------------------------------------------------------------------------------------
-# CLI
-# ------------------------------------------------------------------------------------------------------------
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m xumx_slicq.model",
-        description="xumx-sliCQ v1 model: block layout, parameter counts and a torchinfo summary of the default "
-        "(or a customised) configuration.",
-    )
-    parser.add_argument("--summary", action="store_true", help="print the torchinfo summary")
-    parser.add_argument("--blocks", action="store_true", help="list every block: bins, T, kernel, learned")
-    parser.add_argument("--seconds", type=float, default=1.0, help="input length for the summary (1 s)")
-    parser.add_argument("--batch", type=int, default=1, help="batch size for the summary (1)")
-    parser.add_argument("--depth", type=int, default=2, help="torchinfo depth (2)")
-    parser.add_argument("--bandwidth", type=float, default=16000.0, help="learned-block cut in Hz (16000)")
-    parser.add_argument("--fbins", type=int, default=262, help="bins of the Bark scale (262)")
-    args = parser.parse_args(argv)
-    if args.seconds <= 0 or args.batch < 1:
-        print("error: --seconds must be > 0 and --batch >= 1", file=sys.stderr)
-        return 2
-
-    slicq_config = SliCQT(fbins=args.fbins).config
-    model = XUMXSliCQ(slicq_config=slicq_config, bandwidth=args.bandwidth)
-    counts = model.parameter_counts()
-    if args.blocks:
-        for blk, learn, k in zip(model.blocks, model.learned, model.kernels):
-            print(f"block first_bin={blk.first_bin:4d} bins={blk.nb_bins:3d} T={blk.T:4d} "
-                  f"{'kernel=' + str(k) if learn else 'passed through'}")
-    if args.summary:
-        import torchinfo
-
-        slicqt = SliCQT(**slicq_config)
-        length = int(round(args.seconds * slicqt.sample_rate))
-        shapes = slicqt.block_shapes(length, nb_samples=args.batch, nb_channels=model.nb_channels)
-        dummy = [torch.rand(s) for s in shapes]
-        print(torchinfo.summary(model, input_data=[dummy], depth=args.depth, verbose=0,
-                                col_names=("input_size", "output_size", "num_params")))
-    print(f"targets: {', '.join(model.targets)}")
-    print(f"blocks: {len(model.blocks)}, learned: {model.nb_learned_blocks} ({model.learned_bins()} bins), "
-          f"passed through: {len(model.blocks) - model.nb_learned_blocks}")
-    print(f"parameters: conv/BN {counts['conv_bn']:,} + input mean/scale {counts['input_scaler']:,} = "
-          f"{counts['total']:,} ({counts['per_target']:,} per target, "
-          f"{counts['total'] * 4 / 2**20:.1f} MiB as float32)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,8 +17,8 @@ Session settings (all measured, see docs/export.md):
 * **threads**: ``intra_op_num_threads`` = torch's thread count unless given (fair comparisons, and no two pools
   fighting over the cores); sequential execution.
 * **graph optimisation**: ``ORT_ENABLE_ALL`` (constant folding, BatchNorm folding into Conv, NCHWc layouts).
-* **no CPU memory arena**: ONNX Runtime's arena keeps every buffer it ever grew; without it a 3-minute song peaks
-  at 1.36 GB instead of 1.71-1.76 GB, at the same speed (21.0-22.4 s either way, 2 threads; see README, Speed).
+* **no CPU memory arena**: ONNX Runtime's arena keeps every buffer it ever grew; without it the peak memory of a
+  song is lower at the same speed (figures in docs/export.md).
 * **IO binding**: inputs are bound from the torch tensors' memory and ONNX Runtime writes the masks straight into
   preallocated torch tensors (no copy either way on CPU).
 """

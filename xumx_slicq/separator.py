@@ -123,11 +123,10 @@ def _tensor_reader(x: Tensor) -> Callable[[int, int], Tensor]:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Backend choice lives in backends.py (ONNX file, per-machine cache, measurement); re-exported for old imports
+# Backend choice lives in backends.py (ONNX file, per-machine cache, measurement)
 # --------------------------------------------------------------------------------------------------------------
 
 from . import backends  # noqa: E402
-from .backends import cache_dir, choose_backends, machine_fingerprint, measure_backends, onnx_for_model  # noqa: E402,F401
 
 
 # --------------------------------------------------------------------------------------------------------------

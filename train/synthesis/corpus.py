@@ -88,7 +88,7 @@ def tune_malloc() -> None:
     """Keep freed memory in the heap instead of returning every large numpy buffer to the OS (glibc only).
 
     A song allocates many multi-megabyte temporaries; with glibc's defaults each one is a fresh mmap and page
-    faults cost ~30 % extra system time. No effect on results.
+    faults add system time. No effect on results.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")

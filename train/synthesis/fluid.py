@@ -6,7 +6,7 @@ off (the mixer adds reverb), and float audio is pulled with `fluid_synth_process
 a process-global state). All stems of a song are rendered in one pass, one FluidSynth audio group per stem.
 
 FluidSynth caches loaded soundfont samples per process while some synth uses them; an idle "keeper" synth holds
-them, so later loads take ~30 ms instead of ~200 ms. It never renders, so it cannot change any output.
+them, so later loads do not read the samples again. It never renders, so it cannot change any output.
 """
 
 from __future__ import annotations

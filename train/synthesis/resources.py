@@ -16,7 +16,7 @@ AVL_KITS = {
     "black_pearl": "/usr/share/sounds/sf2/Black_Pearl_4_LV2.sf2",
     "red_zeppelin": "/usr/share/sounds/sf2/Red_Zeppelin_4_LV2.sf2",
 }
-#: MuseScore General, uncompressed SF2 (the SF3 of `musescore-general-soundfont` takes ~14 s to load per process).
+#: MuseScore General, uncompressed SF2 (the SF3 of `musescore-general-soundfont` is slow to load in every process).
 MUSESCORE = os.environ.get("XUMX_MUSESCORE_SF2", "/usr/share/sounds/sf2/MuseScore_General_Full.sf2")
 #: The HTS US-English female voice of festival.
 FESTIVAL_VOICE_DIR = "/usr/share/festival/voices/us/cmu_us_slt_arctic_hts"

@@ -153,7 +153,7 @@ def sing_note(note: SungNote, voice: str, rng: np.random.Generator) -> tuple[np.
     # voiced, so the largest finite value stands in. Songs that rendered before never held inf, so they are unchanged.
     freq = np.where(np.isfinite(freq), freq, np.finfo(np.float64).max)
     pitch_tier = call("Create PitchTier", "melody", 0.0, duration)
-    # one Praat script for all points: ~20x faster than a call per point, and repr() round-trips every double
+    # one Praat script for all points: much faster than a call per point, and repr() round-trips every double
     run(pitch_tier, "\n".join(f"Add point: {float(t)!r}, {float(f)!r}" for t, f in zip(to_original(u_abs), freq)))
     # Praat's overlap-add draws random numbers (unvoiced stretches): seed its generator from the note's own.
     run(f"random_initializeWithSeedUnsafelyButPredictably ({int(rng.integers(1, 2**31 - 1))})")

@@ -1,7 +1,7 @@
 """Corpus v2 singing: the HTS voice of festival (cmu_us_slt_arctic_hts, US English) as a second speech engine
 for the v1 Praat singing path, plus breaths and double-tracked lead vocals.
 
-* festival speaks words in batch calls (start-up ~0.3 s of CPU, then ~40 ms per word), resampled to the singing
+* festival speaks words in batch calls (one start-up, then a small cost per word), resampled to the singing
   rate (22.05 kHz); the first call of a process speaks the whole English lexicon, so later songs of a worker
   reuse the cached audio. A male singer is the same voice through Praat's
   "Change gender" (formants lowered by 14-20 %), since Debian packages one HTS voice.
@@ -87,8 +87,8 @@ _SPOKEN: dict[str, np.ndarray] = {}  # word -> festival audio at VOICE_RATE, per
 def prepare_festival(notes: list[SungNote], male: bool) -> str:
     """Make sure every word of `notes` is cached for the festival voice; returns the voice name to sing with.
 
-    The first call of a process speaks the whole English lexicon and the vocables in one festival run (~40 ms of
-    CPU per word, ~3 s in all): a worker then never starts festival again for lexicon words. Cached audio does
+    The first call of a process speaks the whole English lexicon and the vocables in one festival run: a worker
+    then never starts festival again for lexicon words. Cached audio does
     not depend on which song asked first, so results stay a pure function of the song's seed.
     """
     name = festival_voice_name(male)

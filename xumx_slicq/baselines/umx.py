@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..transforms import mix_phase
+from ..wiener import wiener
 from .stft import ISTFT, STFT
 
 __all__ = [
@@ -234,14 +235,6 @@ def wiener_postprocess(
             y = torch.cat([y, (mix_stft - y.sum(1)).unsqueeze(1)], dim=1)
         return y
 
-    try:
-        from xumx_slicq.wiener import wiener
-    except ImportError as exc:  # pragma: no cover - depends on the other module being present
-        raise RuntimeError(
-            "baselines/umx.py: niter >= 1 needs xumx_slicq/wiener.py (wiener); "
-            f"it could not be imported ({exc}). Use niter=0 for mixture-phase output."
-        ) from exc
-
     nb_samples, nb_targets, nb_channels, nb_bins, nb_frames = est_mag.shape
     out_targets = nb_targets + (1 if residual else 0)
     out = torch.zeros(
@@ -256,9 +249,6 @@ def wiener_postprocess(
             # (nb_frames, nb_bins, nb_channels) from (C, F, T)
             mix = mix_stft[b, ..., start:stop].permute(2, 1, 0)
             y = wiener(spec, mix, iterations=niter, softmask=softmask, residual=residual, eps=eps)
-            if not torch.is_complex(y):
-                # tolerate a real view with a trailing (re, im) axis
-                y = torch.view_as_complex(y.contiguous())
             # back from (T, F, C, S) to (S, C, F, T)
             out[b, ..., start:stop] = y.permute(3, 2, 1, 0).to(out.dtype)
     return out
