@@ -13,13 +13,13 @@ import torch
 from tests.wiener_reference import (GRID, GRID_IDS, TOL, as_block, from_block, make_inputs, norbert_wiener,
                                     rel_err)
 from xumx_slicq.wiener import wiener
-from xumx_slicq.wiener_numba import wiener_blocks_numba
+from xumx_slicq.filtering import wiener_blocks
 
 
 def run(v, x, *args, **kwargs):
-    """`wiener_blocks_numba` on one STFT-layout problem (numpy in, numpy out)."""
+    """The numba backend of `wiener_blocks` on one STFT-layout problem (numpy in, numpy out)."""
     vb, xb = as_block(v, x)
-    (y,) = wiener_blocks_numba([vb], [xb], *args, **kwargs)
+    (y,) = wiener_blocks([vb], [xb], "numba", *args, **kwargs)
     return from_block(y)
 
 
@@ -84,7 +84,7 @@ def test_sliCQ_blocks_match_torch(slicqt, iterations, softmask, residual):
     gains = torch.rand(2, 4, 1, 1, 1, 1, generator=gen) * loud[:, None, None, None, None, None]
     est = [m.abs().unsqueeze(1) * gains / loud[:, None, None, None, None, None] for m in mix]
     opts = dict(iterations=iterations, softmask=softmask, residual=residual)
-    got = wiener_blocks_numba(est, mix, **opts)
+    got = wiener_blocks(est, mix, backend="numba", **opts)
     assert len(got) == len(mix)
     for e, m, a in zip(est, mix, got):
         nb_samples, nb_channels, nb_bins, nb_slices, t = m.shape
@@ -153,11 +153,11 @@ def test_dtype_follows_the_mixture():
 def test_bad_arguments_raise_clear_errors():
     v, x = make_inputs(18)
     vb, xb = as_block(v, x)
-    with pytest.raises(ValueError, match=r"wiener_blocks_numba: 2 target pieces for 1 mixture pieces"):
-        wiener_blocks_numba([vb, vb], [xb])
-    with pytest.raises(ValueError, match=r"wiener_blocks_numba: block 0: targets .* do not match the mixture"):
-        wiener_blocks_numba([vb[:, :, :, :2]], [xb])
+    with pytest.raises(ValueError, match=r"wiener_blocks: 2 target pieces for 1 mixture pieces"):
+        wiener_blocks([vb, vb], [xb], backend="numba")
+    with pytest.raises(ValueError, match=r"wiener_blocks: block 0: targets .* do not match the mixture"):
+        wiener_blocks([vb[:, :, :, :2]], [xb], backend="numba")
     with pytest.raises(ValueError, match="iterations must be an integer >= 0"):
-        wiener_blocks_numba([vb], [xb], iterations=1.5)
+        wiener_blocks([vb], [xb], backend="numba", iterations=1.5)
     with pytest.raises(TypeError, match="block 0: the mixture must be a complex torch tensor"):
-        wiener_blocks_numba([vb], [xb.real])
+        wiener_blocks([vb], [xb.real], backend="numba")

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .wiener import check_wiener_args
 
 # numba's default parallel backend here is GNU OpenMP, whose idle worker threads keep spinning after a parallel
 # region and starve PyTorch's own threads (docs/wiener.md). The "workqueue" layer parks its threads instead. A
@@ -358,29 +357,15 @@ def _blocks_em(mix, tgt, out, layout, tasks, scales, iterations, softmask, resid
                         eps)
 
 
-def wiener_blocks_numba(
-    estimates: Sequence[Tensor],
-    mixture: Sequence[Tensor],
-    iterations: int = 1,
-    softmask: bool = False,
-    residual: bool = False,
-    scale_factor: float = 10.0,
-    eps: float = 1e-10,
-) -> List[Tensor]:
-    """Wiener-EM on the sliCQ blocks with the numba kernels (see the module docstring).
+def wiener_blocks_numba(estimates: Sequence[Tensor], mixture: Sequence[Tensor], *, iterations: int, softmask: bool,
+                        residual: bool, scale_factor: float, eps: float) -> List[Tensor]:
+    """The ``backend="numba"`` of :func:`xumx_slicq.filtering.wiener_blocks`: the same arguments and shapes, which
+    ``wiener_blocks`` has checked (call it, not this, from outside).
 
-    Args:
-        estimates: real magnitude blocks ``(nb_samples, nb_targets, {1, nb_channels}, nb_bins_b, nb_slices, T_b)``.
-        mixture: complex blocks ``(nb_samples, nb_channels, nb_bins_b, nb_slices, T_b)``.
-        iterations, softmask, residual, scale_factor, eps: as in :func:`xumx_slicq.wiener.wiener`.
-
-    Returns:
-        complex blocks ``(nb_samples, nb_targets (+1 with residual), nb_channels, nb_bins_b, nb_slices, T_b)``,
-        complex128 if any mixture block is, else complex64, on the mixture's device (views of one buffer).
-        ``numba.set_num_threads`` sets the threads; the first call per process compiles or loads numba's
-        on-disk cache.
+    Returns complex128 blocks if any mixture block is complex128, else complex64, on the mixture's device (views
+    of one buffer). ``numba.set_num_threads`` sets the threads; the first call per process compiles or loads
+    numba's on-disk cache.
     """
-    check_wiener_args("wiener_blocks_numba", estimates, mixture, "blocks", iterations, scale_factor, eps)
     cdtype = torch.complex128 if any(m.dtype == torch.complex128 for m in mixture) else torch.complex64
     rdtype = torch.float64 if cdtype == torch.complex128 else torch.float32
     layout, tasks, shapes = [], [], []
