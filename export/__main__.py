@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--tuning", action="store_true",
                    help="also time ONNX Runtime variants (optimisation levels, no IO binding, parallel execution)")
     g.add_argument("--full-paths", action=argparse.BooleanOptionalAction, default=True,
-                   help="time every full path file to file in subprocesses (RTF, peak RSS)")
+                   help="time every full path file to file in subprocesses (RTF, peak RSS; default on)")
     g.add_argument("--only-full-paths", action="store_true",
                    help="run only the full paths and add them to an existing <output>/profile.json (splits a long "
                         "profile into two shorter runs)")
