@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmark.data_throughput",
                                 description="Samples/s of training chunks through a DataLoader.")
     p.add_argument("--root", required=True, help="dataset root in MUSDB18-HQ layout")
-    p.add_argument("--output", default="benchmark/results", help="folder for data_throughput.json")
+    p.add_argument("--output", default="benchmark/results",
+                   help="folder for data_throughput.json (default %(default)s)")
     p.add_argument("--split", default="train", choices=("train", "valid", "test"), help="split to read (default train)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers (default 2)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32, the original recipe)")

@@ -428,10 +428,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--estimates", help="folder of estimates, <estimates>/<track>/<target>.wav")
     parser.add_argument("--method", help="method name in tables and figures (default: the estimates folder name)")
     parser.add_argument("--output", help="evaluation folder of this method")
-    parser.add_argument("--targets", nargs="+", default=list(TARGETS), help="targets to evaluate")
+    parser.add_argument("--targets", nargs="+", default=list(TARGETS),
+                        help="targets to evaluate (default: %(default)s)")
     parser.add_argument("--tracks", nargs="+", help="only these tracks")
     parser.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
-                        help="tracks evaluated in parallel (processes)")
+                        help="tracks evaluated in parallel (processes; default: 4 or the CPU count if lower)")
     parser.add_argument("--oracle", action="store_true", help="mark the method as an oracle in figures")
     parser.add_argument("--compare", nargs="+", metavar="DIR",
                         help="instead of evaluating: one table of these evaluation folders")

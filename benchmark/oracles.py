@@ -183,13 +183,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--root", required=True, help="dataset root in MUSDB18-HQ layout")
     parser.add_argument("--subset", default="test", help="subset folder of the root (test)")
     parser.add_argument("--output", required=True, help="folder for estimates/ and eval/")
-    parser.add_argument("--methods", nargs="+", default=list(ORACLES), choices=ORACLES, help="oracles to run")
-    parser.add_argument("--targets", nargs="+", default=list(TARGETS), help="targets")
+    parser.add_argument("--methods", nargs="+", default=list(ORACLES), choices=ORACLES, 
+                        help="oracles to run (default: all, %(default)s)")
+    parser.add_argument("--targets", nargs="+", default=list(TARGETS), help="targets (default: %(default)s)")
     parser.add_argument("--tracks", nargs="+", help="only these tracks")
     parser.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
-                        help="evaluate the estimates (BSS Eval + MDX SDR)")
+                        help="evaluate the estimates (BSS Eval + MDX SDR; default on)")
     parser.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
-                        help="tracks evaluated in parallel (processes)")
+                        help="tracks evaluated in parallel (processes; default: 4 or the CPU count if lower)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     results = run_oracles(args.root, args.output, args.methods, args.subset, args.targets, args.tracks,

@@ -238,11 +238,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--iterations", type=int, default=60, help="random draws (60)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (42)")
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds per track (30; 0 = whole tracks)")
-    parser.add_argument("--start", type=float, default=0.0, help="clip start in seconds")
+    parser.add_argument("--start", type=float, default=0.0, help="clip start in seconds (0)")
     parser.add_argument("--max-tracks", type=int, help="use only the first N tracks of the split")
-    parser.add_argument("--max-sllen", type=int, default=262144, help="skip transforms with longer slices")
+    parser.add_argument("--max-sllen", type=int, default=262144, help="skip transforms with longer slices (262144)")
     parser.add_argument("--bss", action="store_true", help="also BSS Eval v4 median SDR (slow)")
-    parser.add_argument("--output", default="benchmark/results/search", help="output folder")
+    parser.add_argument("--output", default="benchmark/results/search",
+                        help="output folder (default %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--replot", action="store_true",
                         help="only redraw search.md / search.csv / search.png from <output>/search.json")

@@ -108,14 +108,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=3.0, help="song length for the speed runs (3)")
     parser.add_argument("--wiener", nargs="+", default=["off", "torch", "numba"],
-                        choices=["off", "torch", "numba"], help="Wiener-EM paths to time")
+                        choices=["off", "torch", "numba"], help="Wiener-EM paths to time (default: all, %(default)s)")
     parser.add_argument("--niter", type=int, default=1, help="Wiener-EM iterations (1)")
     parser.add_argument("--memory-minutes", type=float, nargs="*", default=[3.0, 10.0, 20.0],
-                        help="song lengths for the peak-memory runs (wiener path: the first of --wiener)")
+                        help="song lengths for the peak-memory runs (wiener path: the first of --wiener; "
+                             "default 3 10 20)")
     parser.add_argument("--model", default="random", help="model folder, or 'random' (default architecture)")
-    parser.add_argument("--chunk-seconds", type=float, default=30.0)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--output", default="benchmark/results")
+    parser.add_argument("--chunk-seconds", type=float, default=30.0, help="separator chunk length (30)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's choice)")
+    parser.add_argument("--output", default="benchmark/results", help="output folder (default %(default)s)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -241,9 +241,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seconds", type=float, default=180.0, help="song length of the speed runs (180)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration (3)")
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS),
-                        help="configurations to time (none: memory runs only, with --merge)")
+                        help="configurations to time (default: all; none: memory runs only, with --merge)")
     parser.add_argument("--memory-minutes", type=float, nargs="*", default=[3.0, 10.0, 20.0],
-                        help="song lengths of the peak-memory runs (none: skip)")
+                        help="song lengths of the peak-memory runs (default 3 10 20; none: skip)")
     parser.add_argument("--memory-config", choices=list(CONFIGS),
                         help="configuration of the memory runs (default: fastest full xumx-sliCQ path)")
     parser.add_argument("--model", help="xumx-sliCQ model folder (default pretrained-model/)")
@@ -255,7 +255,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "(not used for the memory runs)")
     parser.add_argument("--merge", action="store_true", help="keep other entries of an existing speed.json")
     parser.add_argument("--note", default="", help="free text stored in speed.json (e.g. how the machine was)")
-    parser.add_argument("--output", default="benchmark/results/speed", help="output folder")
+    parser.add_argument("--output", default="benchmark/results/speed",
+                        help="output folder (default %(default)s)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)

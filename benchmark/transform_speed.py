@@ -135,11 +135,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0, help="audio length (default 30)")
     parser.add_argument("--audio", help="a 44.1 kHz file to use instead of a synthetic stereo signal")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per transform (default 5)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch threads (default: torch's choice, %(default)s here)")
     parser.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
-                        help="also time nsgt 0.19 (needs it installed)")
-    parser.add_argument("--output", default="benchmark/results", help="folder for transform_speed.json/.csv")
+                        help="also time nsgt 0.19 (needs it installed; default on)")
+    parser.add_argument("--output", default="benchmark/results",
+                        help="folder for transform_speed.json/.csv (default %(default)s)")
     args = parser.parse_args(argv)
     summary = run(args.seconds, args.repeats, args.audio, args.reference, args.threads)
     print(f"{summary['audio_seconds']:.1f} s stereo, Bark-262, {summary['threads']} threads, torch {summary['torch']}")

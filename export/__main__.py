@@ -15,7 +15,8 @@ Profile::
 
 reuses ``<onnx-dir>/xumx_slicq.onnx`` when it was exported from the same weights (else exports it), times every
 stage of separation (forward sliCQ, network torch vs onnxruntime, Wiener-EM torch vs numba, inverse) and every
-full path, prints a table and writes ``<output>/profile.json`` and ``<output>/profile.txt``.
+full path, prints a table and writes ``<output>/profile.json``, ``<output>/profile.txt`` and a stage-time figure
+``<output>/profile.png`` (one stacked bar per path: forward sliCQ, network, Wiener-EM, inverse).
 
 ``--model random`` uses the default architecture with random weights (seed 0): same cost as a trained model.
 """
@@ -58,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--tuning", action="store_true",
                    help="also time ONNX Runtime variants (optimisation levels, no IO binding, parallel execution)")
     g.add_argument("--full-paths", action=argparse.BooleanOptionalAction, default=True,
-                   help="time every full path file to file in subprocesses (RTF, peak RSS)")
+                   help="time every full path file to file in subprocesses (RTF, peak RSS; default on)")
     g.add_argument("--only-full-paths", action="store_true",
                    help="run only the full paths and add them to an existing <output>/profile.json (splits a long "
                         "profile into two shorter runs)")
@@ -89,7 +90,7 @@ def _add_full_paths(out: pathlib.Path, model_dir: str, onnx_path: str, audio, ni
     """``--only-full-paths``: time the full paths on ``audio`` and merge them into ``<out>/profile.json``."""
     import soundfile as sf
 
-    from export.profile import SR, format_table, full_paths
+    from export.profile import FIGURE_NAME, SR, format_table, full_paths, save_stage_figure
     from xumx_slicq.files import write_json, write_text
 
     path = out / "profile.json"
@@ -111,7 +112,8 @@ def _add_full_paths(out: pathlib.Path, model_dir: str, onnx_path: str, audio, ni
     print(table)
     write_json(path, report)
     write_text(out / "profile.txt", table + "\n")
-    print(f"wrote {path} and {out / 'profile.txt'}")
+    save_stage_figure(report, out / FIGURE_NAME)
+    print(f"wrote {path}, {out / 'profile.txt'} and {out / FIGURE_NAME}")
     return 0
 
 
@@ -170,11 +172,13 @@ def main(argv=None) -> int:
     report["command"] = "python -m export " + " ".join(sys.argv[1:] if argv is None else argv)
     table = format_table(report)
     print(table)
+    from export.profile import FIGURE_NAME, save_stage_figure
     from xumx_slicq.files import write_json, write_text
 
     write_json(out / "profile.json", report)
     write_text(out / "profile.txt", table + "\n")
-    print(f"wrote {out / 'profile.json'} and {out / 'profile.txt'}")
+    save_stage_figure(report, out / FIGURE_NAME)
+    print(f"wrote {out / 'profile.json'}, {out / 'profile.txt'} and {out / FIGURE_NAME}")
     return 0
 
 

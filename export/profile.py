@@ -12,8 +12,9 @@ the same thread count for torch, numba and ONNX Runtime:
 * every full path (network x Wiener backend) file to file through :class:`xumx_slicq.separator.Separator`, each in
   its own subprocess so its peak RSS is its own: wall time, real-time factor, peak memory.
 
-``python -m export --model DIR --output DIR --profile`` prints a table and writes ``<output>/profile.json`` and
-``<output>/profile.txt``.
+``python -m export --model DIR --output DIR --profile`` prints a table and writes ``<output>/profile.json``,
+``<output>/profile.txt`` and ``<output>/profile.png`` (:func:`stage_figure`: one stacked bar of stage times per
+path).
 """
 
 from __future__ import annotations
@@ -27,12 +28,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from xumx_slicq.files import atomic_path
 from xumx_slicq.timing import time_calls
 
 SR = 44100
 PATHS = (("torch", "torch"), ("torch", "numba"), ("onnxruntime", "torch"), ("onnxruntime", "numba"))
+FIGURE_NAME = "profile.png"
+# (stage label, colour) of the bars' segments, in separation order
+STAGE_STYLE = (("forward sliCQ", "#4c72b0"), ("network", "#dd8452"), ("Wiener-EM", "#55a868"),
+               ("inverse sliCQ", "#8172b3"))
 
 
 def hardware(threads: int) -> Dict[str, Any]:
@@ -272,6 +278,75 @@ def format_table(report: Dict[str, Any]) -> str:
             lines.append(f"{'network ' + r['backend'] + ' + Wiener ' + r['wiener']:<34} {r['separation_s']:9.2f} "
                          f"{r['cpu_s']:9.2f} {r['rtf']:8.4f}  {r['peak_rss_mb']:.0f} MB (setup {r['setup_s']:.1f} s)")
     return "\n".join(lines)
+
+
+def path_stages(report: Dict[str, Any]) -> List[Tuple[str, List[Tuple[str, float]]]]:
+    """``[(path label, [(stage label, best wall s), ...]), ...]`` for every path of :data:`PATHS`: forward sliCQ,
+    the path's network, its Wiener-EM and inverse sliCQ, from ``report["stages"]``."""
+    st = report["stages"]
+    rows = []
+    for backend, wiener in PATHS:
+        stages = [("forward sliCQ", st["forward_slicq"]["best_s"]),
+                  ("network", st[f"network_{backend}"]["best_s"]),
+                  ("Wiener-EM", st[f"wiener_{wiener}"]["best_s"]),
+                  ("inverse sliCQ", st["inverse_slicq"]["best_s"])]
+        rows.append((f"network {backend} + Wiener {wiener}", stages))
+    return rows
+
+
+def stage_figure(report: Dict[str, Any]):
+    """A matplotlib figure of :func:`path_stages`: one horizontal bar per path, stacked by stage (best wall times),
+    its sum and real-time factor at its end, and the path's file-to-file time as a black mark when the report has
+    the full paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = path_stages(report)
+    colours = dict(STAGE_STYLE)
+    sec = report["audio_seconds"]
+    full = {(r["backend"], r["wiener"]): r["separation_s"] for r in report.get("full_paths") or []}
+    fig, ax = plt.subplots(figsize=(8.0, 1.0 + 0.55 * len(rows)))
+    labels = []
+    for y, (label, stages) in enumerate(rows):
+        left = 0.0
+        for stage, seconds in stages:
+            ax.barh(y, seconds, left=left, color=colours[stage], edgecolor="white", linewidth=0.5,
+                    label=stage if y == 0 else None)
+            left += seconds
+        labels.append(label)
+        whole = full.get(PATHS[y])
+        if whole is not None:
+            ax.plot([whole, whole], [y - 0.4, y + 0.4], color="black", linewidth=1.5,
+                    label=None if len(ax.lines) else "file to file (full path)")
+        note = f" stages {left:.2f} s (RTF {left / sec:.3f})"
+        if whole is not None:
+            note += f"; file to file {whole:.2f} s"
+        ax.annotate(note, (max(left, whole or 0.0), y), va="center", fontsize=8)
+    ax.set_yticks(range(len(rows)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("wall seconds (best of the timed calls)")
+    right = max([sum(s for _, s in stages) for _, stages in rows] + list(full.values()))
+    ax.set_xlim(0, right * 1.6)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8, frameon=False, ncol=5)
+    ax.set_title(f"separation stages on {sec:.1f} s of audio, {report['threads']} thread(s), niter "
+                 f"{report['niter']}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def save_stage_figure(report: Dict[str, Any], path) -> str:
+    """Write :func:`stage_figure` to ``path`` (PNG) atomically and close it; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = stage_figure(report)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return str(path)
 
 
 if __name__ == "__main__":

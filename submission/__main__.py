@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
                    help="network backend passed to load_separator (torch when unsupported; default auto)")
     g.add_argument("--wiener", choices=("auto", "numba", "torch", "off"), default="auto",
-                   help="Wiener-EM implementation; auto measures numba and torch and uses the cheaper")
+                   help="Wiener-EM implementation; auto (the default) measures numba and torch and uses the cheaper")
     g.add_argument("--niter", type=int, default=1, help="most Wiener-EM iterations (default 1)")
     g.add_argument("--device", default="cpu", help="torch device (default cpu)")
     g.add_argument("--chunk-seconds", type=float, default=30.0,
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--jobs", type=int, default=1,
                    help="worker processes on this machine, each with cpu_count/J threads (default 1)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                   help="progress bars over songs and over the chunks of long songs")
+                   help="progress bars over songs and over the chunks of long songs (default on)")
     g.add_argument("--merge", action="store_true",
                    help="only merge summaries (of --output and --merge-from folders) into <output>/summary.json")
     g.add_argument("--merge-from", type=pathlib.Path, nargs="*", default=[],

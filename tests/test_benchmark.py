@@ -249,6 +249,97 @@ def test_boxplot_rejects_duplicate_method_names(evaluated):
         boxplot.load_results([evaluated["dir"], evaluated["oracles"][0], evaluated["dir"]])
 
 
+def _scores(tracks, oracle=False, frames=6, seed=0):
+    """A long frame-score DataFrame as :func:`boxplot.load_results` returns: a model (and an oracle)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    methods = [("model", False)] + ([("IRM2", True)] if oracle else [])
+    for method, is_oracle in methods:
+        for k in range(tracks):
+            for target in TARGETS:
+                for metric in evaluate.METRICS:
+                    for f in range(frames):
+                        rows.append(dict(time=float(f), target=target, metric=metric, track=f"song {k}",
+                                         method=method, oracle=is_oracle,
+                                         score=rng.normal(8.0 if is_oracle else 4.0, 3.0)))
+    return pd.DataFrame(rows)
+
+
+def _drawn(monkeypatch, df, **kwargs):
+    """Plot ``df``; returns (the figure, the keyword arguments of every seaborn.boxplot call)."""
+    import seaborn as sns
+
+    calls, figures = [], []
+    real = sns.boxplot
+
+    def spy(*args, **kw):
+        calls.append(kw)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(sns, "boxplot", spy)
+    monkeypatch.setattr(boxplot, "save_figure_atomic", lambda fig, path, **kw: figures.append(fig))
+    boxplot.plot(df, "unused.png", **kwargs)
+    assert len(figures) == 1 and calls
+    return figures[0], calls
+
+
+def _box_edges(fig):
+    """Distinct score coordinates of each drawn box outline: 2 for a plain box (quartiles), 5 for a notched one
+    (quartiles, notch ends, median)."""
+    from matplotlib.patches import PathPatch
+
+    edges = []
+    for ax in fig.axes:
+        for patch in ax.patches:
+            if isinstance(patch, PathPatch):
+                xs = patch.get_path().vertices[:, 0]
+                edges.append(len(np.unique(np.round(xs, 9))))
+    return edges
+
+
+def test_boxplot_on_three_songs_draws_no_notch_and_no_oracle_title(monkeypatch):
+    fig, calls = _drawn(monkeypatch, _scores(tracks=3))
+    assert {kw["notch"] for kw in calls} == {False}
+    edges = _box_edges(fig)
+    assert edges and set(edges) == {2}  # plain boxes: nothing drawn outside the quartiles
+    title = fig._suptitle.get_text()
+    assert "oracle" not in title.lower()
+    assert "1 s frames of 3 tracks" in title  # auto: too few tracks for per-track boxes
+
+
+def test_boxplot_on_three_songs_at_track_level_draws_no_notch(monkeypatch):
+    fig, calls = _drawn(monkeypatch, _scores(tracks=3), level="track")
+    assert {kw["notch"] for kw in calls} == {False}
+    assert set(_box_edges(fig)) == {2}
+    assert "per-track medians of 3 tracks" in fig._suptitle.get_text()
+
+
+def test_boxplot_on_many_songs_with_an_oracle_is_notched_and_says_so(monkeypatch):
+    fig, calls = _drawn(monkeypatch, _scores(tracks=boxplot.MIN_TRACKS, oracle=True))
+    assert {kw["notch"] for kw in calls} == {True}
+    assert set(_box_edges(fig)) == {5}
+    title = fig._suptitle.get_text()
+    assert f"per-track medians of {boxplot.MIN_TRACKS} tracks" in title
+    assert "oracles in italics" in title and "notches" in title
+
+
+def test_boxplot_level_auto_switches_at_min_tracks():
+    assert boxplot.resolve_level("auto", boxplot.MIN_TRACKS - 1) == "frames"
+    assert boxplot.resolve_level("auto", boxplot.MIN_TRACKS) == "track"
+    assert boxplot.resolve_level("track", 2) == "track"
+    with pytest.raises(ValueError, match="level"):
+        boxplot.resolve_level("songs", 5)
+
+
+def test_boxplot_table_mentions_oracles_only_when_present():
+    df = _scores(tracks=2)
+    assert "oracle" not in boxplot.sdr_table(df, ["model"]).lower()
+    df = _scores(tracks=2, oracle=True)
+    assert "* oracle" in boxplot.sdr_table(df, ["IRM2", "model"])
+
+
 # ------------------------------------------------------------------------------------------------- curves
 
 

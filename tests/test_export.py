@@ -268,6 +268,65 @@ def test_profile_command_writes_the_report(exported, tmp_path, capsys):
     assert "network, ONNX Runtime" in table and "Wiener-EM, numba" in table
     assert table.strip() in capsys.readouterr().out
     assert not (dest / ONNX_NAME).exists()  # the existing export was reused
+    png = (dest / "profile.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert sorted(p.name for p in dest.iterdir()) == ["profile.json", "profile.png", "profile.txt"]  # no temp left
+
+
+def _fake_report(full_paths=None):
+    stage = lambda s: {"best_s": s, "best_cpu_s": s}  # noqa: E731
+    return {"audio_seconds": 10.0, "threads": 2, "niter": 1, "full_paths": full_paths,
+            "stages": {"forward_slicq": stage(0.5), "network_torch": stage(2.0), "network_onnxruntime": stage(1.0),
+                       "wiener_torch": stage(3.0), "wiener_numba": stage(1.5), "inverse_slicq": stage(0.25)}}
+
+
+def test_stage_figure_stacks_each_paths_stages():
+    import matplotlib.pyplot as plt
+
+    from export.profile import PATHS, path_stages, stage_figure
+
+    report = _fake_report([{"backend": "onnxruntime", "wiener": "numba", "separation_s": 4.0}])
+    rows = path_stages(report)
+    assert [label for label, _ in rows] == [f"network {b} + Wiener {w}" for b, w in PATHS]
+    assert dict(rows)["network onnxruntime + Wiener numba"] == [("forward sliCQ", 0.5), ("network", 1.0),
+                                                                ("Wiener-EM", 1.5), ("inverse sliCQ", 0.25)]
+    fig = stage_figure(report)
+    try:
+        ax = fig.axes[0]
+        bars = [(round(r.get_y() + r.get_height() / 2), r.get_x(), r.get_width()) for r in ax.patches]
+        assert len(bars) == 4 * len(PATHS)
+        ends = {}
+        for y, x, w in bars:
+            ends[y] = max(ends.get(y, 0.0), x + w)
+        assert [pytest.approx(ends[y]) for y in range(len(PATHS))] == [
+            sum(s for _, s in stages) for _, stages in rows]  # torch+torch 5.75 s ... onnxruntime+numba 3.25 s
+        assert [t.get_text() for t in ax.get_yticklabels()] == [label for label, _ in rows]
+        assert [line.get_xdata()[0] for line in ax.lines] == [4.0]  # the one full path measured file to file
+        assert {t.get_text() for t in ax.get_legend().get_texts()} >= {"forward sliCQ", "network", "Wiener-EM",
+                                                                        "inverse sliCQ", "file to file (full path)"}
+        assert "10.0 s of audio" in ax.get_title()
+    finally:
+        plt.close(fig)
+
+
+def test_save_stage_figure_is_atomic(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from export.profile import save_stage_figure
+
+    target = tmp_path / "profile.png"
+    target.write_bytes(b"old")
+
+    def broken(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_stage_figure(_fake_report(), target)
+    assert [p.name for p in tmp_path.iterdir()] == ["profile.png"] and target.read_bytes() == b"old"
+    monkeypatch.undo()
+    save_stage_figure(_fake_report(), target)
+    assert target.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_full_path_child_reports_rtf_and_memory(exported, tmp_path, capsys):
@@ -314,6 +373,7 @@ def test_only_full_paths_merges_into_the_profile(exported, tmp_path, monkeypatch
     report = json.loads((dest / "profile.json").read_text())
     assert report["full_paths"][0]["peak_rss_mb"] == 321.0 and report["network"]["torch_s"] > 0
     assert "network onnxruntime + Wiener numba" in (dest / "profile.txt").read_text()
+    assert (dest / "profile.png").read_bytes()[:4] == b"\x89PNG"
     assert export_main(args[:-1] + ["2", "--only-full-paths"]) == 2  # other thread count: refused
 
 

@@ -168,11 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="libsndfile compression level 0 (best) .. 1 (smallest) (0.9: ~60 kbit/s per stem)")
     p.add_argument("--candidates", type=int, default=8, help="random excerpt offsets tried per track (8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the excerpt offsets (0)")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (all cores)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
     u = sub.add_parser("unpack", help="decode a packed corpus into MUSDB18-HQ layout (float WAV)")
     u.add_argument("--input", required=True, help="packed corpus folder (with manifest.json)")
     u.add_argument("--output", required=True, help="corpus root to write")
-    u.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (all cores)")
+    u.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
     return parser
 
 

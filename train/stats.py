@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--silence-db", type=float, default=-60.0, help="silence threshold per 1 s frame (dBFS, default -60)")
     p.add_argument("--max-tracks", type=int, default=None, help="read at most this many tracks per corpus")
     p.add_argument("--max-seconds", type=float, default=None, help="read at most this many seconds per file")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars (default on)")
     return p
 
 

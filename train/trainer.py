@@ -273,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--root", required=True, help="dataset root in MUSDB18-HQ layout (train/ and test/ folders)")
-    g.add_argument("--targets", nargs="+", default=list(SOURCES), help="targets, in model order")
+    g.add_argument("--targets", nargs="+", default=list(SOURCES),
+                   help="targets, in model order (default: %(default)s)")
     g.add_argument("--seq-dur", type=float, default=1.0, help="training chunk length in seconds (1.0)")
     g.add_argument("--samples-per-track", type=int, default=64, help="chunks per track and epoch (64)")
     g.add_argument("--random-track-mix", action=argparse.BooleanOptionalAction, default=True,
@@ -287,23 +288,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only the first N seconds of each validation track (default: whole tracks)")
     g.add_argument("--valid-segment", type=float, default=10.0,
                    help="validation tracks are scored in segments of N seconds (10)")
-    g.add_argument("--stats-tracks", type=int, default=200, help="cap on items read for the input mean/scale")
+    g.add_argument("--stats-tracks", type=int, default=200,
+                   help="cap on items read for the input mean/scale (default %(default)s)")
     g.add_argument("--workers", type=int, default=2, help="data loader worker processes (2)")
 
     g = p.add_argument_group("model")
-    g.add_argument("--arch", choices=ARCHS, default="xumx-slicq")
-    g.add_argument("--fscale", default="bark", choices=("bark", "mel", "cqlog", "vqlog", "lin"))
-    g.add_argument("--fbins", type=int, default=262)
-    g.add_argument("--fmin", type=float, default=32.9)
-    g.add_argument("--fmax", type=float, default=22050.0)
+    g.add_argument("--arch", choices=ARCHS, default="xumx-slicq",
+                   help="model to train: xumx-sliCQ, or the UMX / X-UMX baselines (default %(default)s)")
+    g.add_argument("--fscale", default="bark", choices=("bark", "mel", "cqlog", "vqlog", "lin"),
+                   help="sliCQ frequency scale (xumx-slicq only; default %(default)s)")
+    g.add_argument("--fbins", type=int, default=262, help="sliCQ frequency bins (xumx-slicq only; default %(default)s)")
+    g.add_argument("--fmin", type=float, default=32.9,
+                   help="sliCQ lowest frequency in Hz (xumx-slicq only; default %(default)s)")
+    g.add_argument("--fmax", type=float, default=22050.0,
+                   help="sliCQ highest frequency in Hz (xumx-slicq only; default %(default)s)")
     g.add_argument("--sllen", type=int, default=None, help="slice length (default automatic)")
     g.add_argument("--trlen", type=int, default=None, help="transition length (default sllen/4)")
-    g.add_argument("--bandwidth", type=float, default=16000.0, help="blocks above this are passed through")
+    g.add_argument("--bandwidth", type=float, default=16000.0,
+                   help="sliCQ blocks above this frequency in Hz are passed through, not learned "
+                        "(xumx-slicq only; default %(default)s)")
     g.add_argument("--mcoef", type=float, default=None,
                    help="weight of the time-domain loss (default 0.1 for xumx-slicq, 10 for xumx; 0 disables)")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=1000)
+    g.add_argument("--epochs", type=int, default=1000, help="most epochs to run (default %(default)s)")
     g.add_argument("--batch-size", type=int, default=32,
                    help="chunks per step PER PROCESS (32); with torchrun --nproc_per_node N (x nodes) the global "
                         "batch is N x this, and an epoch keeps the same chunks in N times fewer steps")
@@ -312,12 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr-scaling", choices=("none", "linear", "sqrt"), default="none",
                    help="distributed runs only: multiply --lr by 1 (none, default), N (linear) or sqrt(N) for a "
                         "global batch N times --batch-size; a single process is never scaled")
-    g.add_argument("--weight-decay", type=float, default=1e-5)
-    g.add_argument("--lr-decay-patience", type=int, default=80)
-    g.add_argument("--lr-decay-gamma", type=float, default=0.3)
-    g.add_argument("--lr-cooldown", type=int, default=10)
+    g.add_argument("--weight-decay", type=float, default=1e-5, help="Adam weight decay (default %(default)s)")
+    g.add_argument("--lr-decay-patience", type=int, default=80,
+                   help="ReduceLROnPlateau: epochs without a better validation loss before the learning rate "
+                        "is cut (default %(default)s)")
+    g.add_argument("--lr-decay-gamma", type=float, default=0.3,
+                   help="ReduceLROnPlateau: factor of each learning-rate cut (default %(default)s)")
+    g.add_argument("--lr-cooldown", type=int, default=10,
+                   help="ReduceLROnPlateau: epochs after a cut before the next may happen (default %(default)s)")
     g.add_argument("--patience", type=int, default=1000, help="early stopping patience in epochs (1000)")
-    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--seed", type=int, default=42,
+                   help="seed of the model initialisation and the training chunks (default %(default)s)")
     g.add_argument("--max-examples", type=int, default=None,
                    help="budget: stop after this many training examples (chunks) were seen (by all processes "
                         "together in a distributed run)")
@@ -325,17 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("run")
     g.add_argument("--output", required=True, help="output folder (checkpoints, best model, logs)")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: CUDA when available, else CPU (default %(default)s)")
     g.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     g.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
                    help="continue from <output>/<arch>.chkpnt if it exists")
     g.add_argument("--debug", action="store_true",
                    help="a few steps on tiny data: 2 epochs, batch 2, 2 chunks per track, 1 validation track")
-    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm bars")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="tqdm progress bars (default on)")
 
     g = p.add_argument_group("distributed (under torchrun; ignored for a single process)")
     g.add_argument("--dist-backend", choices=("auto", "nccl", "gloo"), default="auto",
-                   help="process group backend: auto = nccl on CUDA, gloo on CPU")
+                   help="process group backend: auto = nccl on CUDA, gloo on CPU (default %(default)s)")
     g.add_argument("--dist-timeout", type=float, default=60.0,
                    help="minutes a rank waits for the others (rank 0 validates alone meanwhile) (60)")
     return p
