@@ -29,8 +29,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from xumx_slicq import files
 
-from .audio_io import AUDIO_EXTENSIONS, InputError, OutputError, probe, remove_stale_temps, stems_complete
-from .budget import song_budget
+from xumx_slicq.audio_io import AUDIO_EXTENSIONS, InputError, OutputError, probe, remove_stale_temps, stems_complete
+from xumx_slicq.budget import song_budget
 
 MIXTURE_NAMES = ("mixture.wav", "mixture.flac", "mixture.ogg")
 SUMMARY = "summary.json"
@@ -200,7 +200,7 @@ def check_output_writable(output: pathlib.Path) -> None:
 
 def run_share(args, songs: List[Song], all_names: List[str], log) -> int:
     """Separate ``songs`` (this process's share) into ``args.output``; returns the exit code."""
-    from .engine import STEMS, Engine
+    from xumx_slicq.engine import STEMS, Engine
 
     output = pathlib.Path(args.output)
     index, nb = args.shard_index, args.shard_count

@@ -24,10 +24,10 @@ import torch
 
 from submission import runner
 from submission.__main__ import main
-from submission.audio_io import InputError, StemWriter, is_temp, probe, stems_complete
-from submission.budget import (MIX4, CostModel, Path, build_ladder, choose_path, delay_for, parse_delays,
+from xumx_slicq.audio_io import InputError, StemWriter, is_temp, probe, stems_complete
+from xumx_slicq.budget import (MIX4, CostModel, Path, build_ladder, choose_path, delay_for, parse_delays,
                                song_budget)
-from submission.engine import STEMS, Engine
+from xumx_slicq.engine import STEMS, Engine
 from xumx_slicq import files
 from xumx_slicq.checkpoint import save_model
 from xumx_slicq.model import XUMXSliCQ

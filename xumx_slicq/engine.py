@@ -2,7 +2,7 @@
 
 :meth:`Engine.separate` is what both the batch runner (``python -m submission``) and ``predict.py`` call. It
 streams the mixture through :func:`xumx_slicq.separator.chunked_apply` with ``Separator.separate_segment`` of
-the path the watchdog picks for each chunk (see :mod:`submission.budget`), on a worker thread, while the calling
+the path the watchdog picks for each chunk (see :mod:`xumx_slicq.budget`), on a worker thread, while the calling
 thread writes finished pieces and watches a hard deadline: if a chunk runs so late that the song would overrun,
 the rest of the song is written as mixture / 4 at once, so four valid stems always exist before the limit.
 """
@@ -232,7 +232,7 @@ class Engine:
         """Separate ``mixture`` into ``finals`` (``{stem: path}`` for some of :data:`STEMS`) within ``budget`` s.
 
         ``start`` is the ``time.monotonic()`` the budget counts from (default: now). Raises
-        :class:`~submission.audio_io.InputError` / :class:`~submission.audio_io.OutputError`; on any error no
+        :class:`~xumx_slicq.audio_io.InputError` / :class:`~xumx_slicq.audio_io.OutputError`; on any error no
         temporary file is left and no final file is touched.
         """
         t0 = time.monotonic() if start is None else start
