@@ -114,7 +114,7 @@ def find_songs(inputs: Sequence[os.PathLike]) -> List[Song]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (every option shows its default)."""
-    p = argparse.ArgumentParser(prog="xumx-slicq", description=__doc__,
+    p = argparse.ArgumentParser(prog="xumx-slicq", description=__doc__.replace("``", ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER",
                    help="audio files, folders of audio files, or MUSDB-style folders of <song>/mixture.wav")
