@@ -24,7 +24,7 @@ APPS = ("train", "export", "submission", "benchmark")
 ENTRY = ("scripts", "predict")
 TESTS = "tests"
 FIRST_PARTY = {CORE, *APPS, *ENTRY, TESTS}
-SKIP = {".venv", ".git", "__pycache__", "data", "runs", "out", ".pytest_cache"}
+SKIP = {".venv", ".git", "__pycache__", "data", "runs", "out", ".pytest_cache", "build"}
 
 
 def layer_of(path: pathlib.Path) -> str:

@@ -170,7 +170,9 @@ def test_song_names_stay_unique(tmp_path):
     for name in ("song.wav", "song.flac", "x/song.wav"):
         sf.write(tmp_path / name, noise(0.1), SR)
     songs = cli.find_songs([tmp_path / "song.wav", tmp_path / "song.flac", tmp_path / "x" / "song.wav"])
-    assert [s.name for s in songs] == ["song", "song_flac", "song-2"]
+    assert [s.name for s in songs] == ["song", "song_flac", "song_wav"]
+    again = cli.find_songs([tmp_path / "song.wav"] * 3)
+    assert [s.name for s in again] == ["song", "song_wav", "song-2"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -213,8 +215,9 @@ def test_budget_fallback_is_reported_as_degraded(model_dir, tmp_path, monkeypatc
     assert code == 0
     rec = summary(out)[0]["slow"]
     assert rec["degraded"] is True and rec["best_path"] == "wiener-torch-1"
-    bad = rec["degraded_chunks"]
-    assert bad and all(c["path"] == "no-wiener" and c["reason"].startswith("time budget") for c in bad)
+    bad = rec["degraded_chunks"]  # no-wiener, and mixture/4 too when the machine is busy
+    assert bad and all(c["path"] in ("no-wiener", "mixture/4") and c["reason"].startswith("time budget")
+                       for c in bad)
     assert [c["chunk"] for c in bad] == [i for i, p in enumerate(rec["chunks"]) if p != "wiener-torch-1"]
     assert bad[-1]["end_s"] == pytest.approx(8.0)
     assert any("DEGRADED" in w for w in rec["warnings"])
