@@ -229,7 +229,8 @@ class Engine:
         for k, p in enumerate(tops.values(), 1):
             self.log(f"calibrating path {k}/{len(tops)} ({p.name}) on {seconds:g} s of noise")
             try:
-                with timing.heartbeat(self.log, lambda s, p=p: f"  still calibrating {p.name} ({s:.0f} s)", self.heartbeat):
+                beat = lambda s, p=p: f"  still calibrating {p.name} ({s:.0f} s)"  # noqa: E731
+                with timing.heartbeat(self.log, beat, self.heartbeat):
                     self.variants[p].separate_segment(x[..., : SAMPLE_RATE // 2])  # warm-up (numba compiles here)
                     t = time.perf_counter()
                     self.variants[p].separate_segment(x)
