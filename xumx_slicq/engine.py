@@ -201,11 +201,12 @@ class Engine:
 
     # ----------------------------------------------------------------------------------------------------------
     def _run_path(self, path: Path, x: Tensor) -> Tensor:
-        """Separate ``x`` ``(1, 2, n)`` on ``path`` -> ``(1, nb_targets, 2, n)`` (targets in ``self.order``)."""
+        """Separate ``x`` ``(1, 2, n)`` on ``path`` -> ``(1, nb_targets, 2, n)`` on the CPU (targets in
+        ``self.order``; on the CPU so that chunks of a GPU path and of mixture/4 cross-fade together)."""
         if path.kind == "mix4":
             y = (x / 4).unsqueeze(1).expand(-1, len(self.order), -1, -1)  # (1, 2, n) -> (1, nb_targets, 2, n)
         else:
-            y = self.variants[path].separate_segment(x)
+            y = self.variants[path].separate_segment(x).cpu()
         extra = delay_for(path, self.delays)
         if extra > 0:
             time.sleep(extra)
