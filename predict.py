@@ -22,8 +22,8 @@ try:
 except ImportError:
     from submission.base import MusicDemixingPredictor
 
-from submission.audio_io import probe  # noqa: E402
-from submission.budget import song_budget  # noqa: E402
+from xumx_slicq.audio_io import probe  # noqa: E402
+from xumx_slicq.budget import song_budget  # noqa: E402
 
 
 class XUMXSliCQPredictor(MusicDemixingPredictor):
@@ -31,7 +31,7 @@ class XUMXSliCQPredictor(MusicDemixingPredictor):
 
     def prediction_setup(self):
         """Load the model (and ONNX network when faster), calibrate the separation paths."""
-        from submission.engine import Engine
+        from xumx_slicq.engine import Engine
 
         self.budget_factor = float(os.environ.get("XUMX_BUDGET_FACTOR", "1.57"))
         self.engine = Engine(

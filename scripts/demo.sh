@@ -21,6 +21,17 @@ done
 if ls pretrained-model/*.pth >/dev/null 2>&1; then
     echo "[demo] separating data/test with pretrained-model/ (./run.sh)"
     TEST_DATASET_PATH=data/test RESULTS_DATASET_PATH=out/demo/separated ./run.sh --no-progress
+    # the paths each song took, and any song separated below the best path (degraded), from summary.json
+    $PY - <<'PY'
+import json
+songs = json.load(open("out/demo/separated/summary.json"))["songs"]
+for r in songs:
+    flag = "  DEGRADED: " + "; ".join(f"{c['start_s']:.0f}-{c['end_s']:.0f} s {c['path']} ({c['reason']})"
+                                      for c in r.get("degraded_chunks", [])) if r.get("degraded") else ""
+    print(f"[demo] {r['song']}: {r.get('status')}, paths {r.get('path') or r.get('error')}{flag}")
+bad = [r["song"] for r in songs if r.get("degraded")]
+print(f"[demo] warning: {len(bad)} song(s) degraded: {', '.join(bad)}" if bad else "[demo] every song on the best path")
+PY
     echo "[demo] stems in out/demo/separated/<song>/, per-song report in out/demo/separated/summary.json"
 else
     echo "[demo] no shipped model in pretrained-model/ yet: separation skipped (train one with python -m train)"

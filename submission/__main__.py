@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-song limit as a multiple of the song's duration (default 1.57)")
     g.add_argument("--budget-seconds", type=float, default=None,
                    help="a fixed per-song limit in seconds instead (e.g. 240, the round-1 limit)")
+    g.add_argument("--no-budget", action="store_true",
+                   help="quality first: no time limit, every chunk on the best path, no calibration (default off)")
     g.add_argument("--budget-floor", type=float, default=5.0,
                    help="smallest per-song limit with --budget-factor, for very short songs (default 5 s)")
     g.add_argument("--safety", type=float, default=0.15,
@@ -132,6 +134,10 @@ def main(argv=None) -> int:
         return EXIT_FATAL
     records = read_records([args.output])
     print(format_table([records.get(s.name, {"song": s.name, "status": "pending"}) for s in share]))
+    degraded = [s.name for s in share if records.get(s.name, {}).get("degraded")]
+    if degraded:
+        print(f"warning: {len(degraded)} song(s) DEGRADED (some chunks below the best path, see "
+              f"{args.output / 'summary.json'}): {', '.join(degraded)}", file=sys.stderr)
     failed = [s.name for s in share if records.get(s.name, {}).get("status") == "failed"]
     if failed:
         print(f"error: {len(failed)} song(s) failed: {', '.join(failed)} (see {args.output / 'summary.json'})",

@@ -20,6 +20,7 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import pathlib
 import subprocess
@@ -29,8 +30,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from xumx_slicq import files
 
-from .audio_io import AUDIO_EXTENSIONS, InputError, OutputError, probe, remove_stale_temps, stems_complete
-from .budget import song_budget
+from xumx_slicq.audio_io import AUDIO_EXTENSIONS, InputError, OutputError, probe, remove_stale_temps, stems_complete
+from xumx_slicq.budget import song_budget
 
 MIXTURE_NAMES = ("mixture.wav", "mixture.flac", "mixture.ogg")
 SUMMARY = "summary.json"
@@ -175,8 +176,8 @@ def format_table(records: Sequence[Dict]) -> str:
         def num(key):
             return f"{r[key]:.1f}s" if isinstance(r.get(key), (int, float)) else "-"
 
-        rows.append((r["song"], r["status"], num("duration_s"), num("budget_s"), num("time_s"),
-                     r.get("error") or r.get("path") or ""))
+        detail = r.get("error") or (r.get("path") or "") + ("  [DEGRADED]" if r.get("degraded") else "")
+        rows.append((r["song"], r["status"], num("duration_s"), num("budget_s"), num("time_s"), detail))
     widths = [max(len(str(row[i])) for row in rows) for i in range(5)]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row[:5], widths)) + "  " + str(row[5]) for row in rows)
 
@@ -200,13 +201,14 @@ def check_output_writable(output: pathlib.Path) -> None:
 
 def run_share(args, songs: List[Song], all_names: List[str], log) -> int:
     """Separate ``songs`` (this process's share) into ``args.output``; returns the exit code."""
-    from .engine import STEMS, Engine
+    from xumx_slicq.engine import STEMS, Engine
 
     output = pathlib.Path(args.output)
     index, nb = args.shard_index, args.shard_count
     own_summary = output / summary_name(index, nb)
     meta = {"input": str(args.input), "output": str(output), "shard": f"{index}/{nb}",
             "model": str(args.model) if args.model else "pretrained-model", "budget_factor": args.budget_factor,
+            "no_budget": bool(getattr(args, "no_budget", False)),
             "budget_seconds": args.budget_seconds}
     previous = read_records([output])
     records: Dict[str, Dict] = {}
@@ -243,7 +245,8 @@ def run_share(args, songs: List[Song], all_names: List[str], log) -> int:
             engine = Engine(args.model, args.arch, backend=args.backend, niter=args.niter, wiener=args.wiener,
                             device=args.device, chunk_seconds=args.chunk_seconds,
                             context_seconds=args.context_seconds, safety=args.safety, subtype=args.subtype,
-                            calibrate=args.calibrate, progress=args.progress, log=log)
+                            calibrate=args.calibrate and not getattr(args, "no_budget", False),
+                            progress=args.progress, log=log)
         except (FileNotFoundError, ValueError) as exc:
             raise FatalError(f"cannot load the model: {exc}") from exc
     bar = None
@@ -263,13 +266,15 @@ def run_share(args, songs: List[Song], all_names: List[str], log) -> int:
                 raise info
             if info is None:
                 info = probe(song.mixture)
-            budget = song_budget(info.duration, args.budget_factor, args.budget_seconds, args.budget_floor)
-            rec.update(duration_s=round(info.duration, 3), budget_s=round(budget, 3))
+            budget = (math.inf if getattr(args, "no_budget", False) else
+                      song_budget(info.duration, args.budget_factor, args.budget_seconds, args.budget_floor))
+            rec.update(duration_s=round(info.duration, 3), budget_s=round(budget, 3) if budget < math.inf else None)
             remove_stale_temps(output / song.name)
             finals = {s: output / song.name / f"{s}.wav" for s in STEMS}
             result = engine.separate(song.mixture, finals, budget, start=start, info=info)
             rec.update(result.record(), status="done", error=None)
-            log(f"{song.name}: done in {result.time:.1f} s of {budget:.1f} s ({result.path})")
+            log(f"{song.name}: done in {result.time:.1f} s of {budget:.1f} s ({result.path})"
+                + (" DEGRADED" if result.degraded else ""))
         except (InputError, OutputError) as exc:
             failed += 1
             rec.update(status="failed", error=str(exc), time_s=round(time.monotonic() - start, 3))
@@ -307,6 +312,8 @@ def child_argv(args, shard: str, threads: int) -> List[str]:
             "--resume" if args.resume else "--no-resume", "--calibrate" if args.calibrate else "--no-calibrate"]
     if args.budget_seconds is not None:
         argv += ["--budget-seconds", str(args.budget_seconds)]
+    if getattr(args, "no_budget", False):
+        argv += ["--no-budget"]
     if args.model:
         argv += ["--model", str(args.model)]
     if args.arch:

@@ -1,4 +1,5 @@
-"""Every app folder is runnable as ``python -m <folder> --help`` from the repository root."""
+"""Every app folder (and the core's ``xumx-slicq`` command) is runnable as ``python -m <folder> --help`` from the
+repository root."""
 
 import pathlib
 import subprocess
@@ -10,8 +11,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
-    "module", ["train", "export", "submission", "benchmark", "benchmark.transform_speed", "benchmark.transform_demo",
-               "benchmark.model_summary"]
+    "module", ["xumx_slicq", "train", "export", "submission", "benchmark", "benchmark.transform_speed",
+               "benchmark.transform_demo", "benchmark.model_summary"]
 )
 def test_help(module):
     proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,

@@ -24,10 +24,10 @@ import torch
 
 from submission import runner
 from submission.__main__ import main
-from submission.audio_io import InputError, StemWriter, is_temp, probe, stems_complete
-from submission.budget import (MIX4, CostModel, Path, build_ladder, choose_path, delay_for, parse_delays,
+from xumx_slicq.audio_io import InputError, StemWriter, is_temp, probe, stems_complete
+from xumx_slicq.budget import (MIX4, CostModel, Path, build_ladder, choose_path, delay_for, parse_delays,
                                song_budget)
-from submission.engine import STEMS, Engine
+from xumx_slicq.engine import STEMS, Engine
 from xumx_slicq import files
 from xumx_slicq.checkpoint import save_model
 from xumx_slicq.model import XUMXSliCQ
@@ -189,6 +189,11 @@ def test_watchdog_falls_back_when_wiener_is_slow(engine, tmp_path, monkeypatch):
     k = chunks.index("no-wiener")
     assert set(chunks[:k]) == {"wiener-torch-1"} and set(chunks[k:]) == {"no-wiener"}, chunks
     assert result.time < budget and not result.emergency, (result.time, chunks)
+    # reported: every no-wiener chunk is listed as degraded by the time budget, and a warning says so
+    assert result.degraded
+    assert [c["chunk"] for c in result.degraded_chunks] == [i for i, c in enumerate(chunks) if c != "wiener-torch-1"]
+    assert all(c["reason"].startswith("time budget") for c in result.degraded_chunks)
+    assert any("DEGRADED" in w for w in result.warnings)
     assert_stems(tmp_path / "out", 8 * SR)
     assert no_temps(tmp_path)
 
@@ -204,6 +209,9 @@ def test_hard_deadline_writes_mixture_quarter_in_time(engine, tmp_path, monkeypa
     result = engine.separate(mix, finals, 2.5)
     assert time.monotonic() - t < 2.5 and result.time < 2.5
     assert result.emergency and result.chunks[-1] == "mixture/4 (emergency)"
+    last = result.degraded_chunks[-1]
+    assert last["path"] == "mixture/4 (emergency)" and last["reason"].startswith("hard deadline")
+    assert last["end_s"] == pytest.approx(3.0) and result.record()["degraded"] is True
     stems = assert_stems(tmp_path / "out", 3 * SR)
     for s in STEMS:  # the first chunk never finished: the whole song is mixture/4
         np.testing.assert_allclose(stems[s], audio / 4, atol=1e-7)
@@ -235,6 +243,7 @@ def test_failing_path_degrades_instead_of_failing(engine, tmp_path, monkeypatch)
     mix = song(tmp_path, "s", noise(SR))
     result = engine.separate(mix, {s: tmp_path / "o" / f"{s}.wav" for s in STEMS}, 60.0)
     assert result.chunks == ["no-wiener"] and w1 in engine.broken
+    assert result.degraded and result.degraded_chunks[0]["reason"].startswith("path failed: RuntimeError")
     assert_stems(tmp_path / "o", SR)
 
 

@@ -24,8 +24,30 @@ PathLike = Union[str, os.PathLike]
 #: architecture name -> file stem
 ARCH_FILES = {"xumx-slicq": "xumx_slicq", "umx": "umx", "xumx": "xumx"}
 
-#: the shipped model (see README); ``None`` wherever a model directory is asked for means this one
-DEFAULT_MODEL_DIR = pathlib.Path(__file__).resolve().parent.parent / "pretrained-model"
+#: environment variable naming the model folder used wherever none is given
+MODEL_DIR_ENV = "XUMX_MODEL_DIR"
+#: where the shipped model lives in a checkout, and inside the installed package (``pip install .`` copies
+#: ``pretrained-model/`` there as package data)
+CHECKOUT_MODEL_DIR = pathlib.Path(__file__).resolve().parent.parent / "pretrained-model"
+PACKAGE_MODEL_DIR = pathlib.Path(__file__).resolve().parent / "pretrained"
+
+
+def default_model_dir() -> pathlib.Path:
+    """The model folder used when none is given: ``$XUMX_MODEL_DIR`` when set; else the checkout's
+    ``pretrained-model/`` when it holds a model; else the copy installed with the package; else (no model
+    anywhere) the checkout's path, so error messages name where the model was expected."""
+    env = os.environ.get(MODEL_DIR_ENV)
+    if env:
+        return pathlib.Path(env)
+    for folder in (CHECKOUT_MODEL_DIR, PACKAGE_MODEL_DIR):
+        if any((folder / f"{stem}.json").is_file() for stem in ARCH_FILES.values()):
+            return folder
+    return CHECKOUT_MODEL_DIR
+
+
+#: the shipped model (see README) as found at import time; ``None`` wherever a model directory is asked for
+#: means :func:`default_model_dir` (looked up at that moment)
+DEFAULT_MODEL_DIR = default_model_dir()
 
 
 def build_model(arch: str, config: Optional[Dict[str, Any]] = None) -> nn.Module:
@@ -59,13 +81,15 @@ def save_model(model: nn.Module, model_dir: PathLike, arch: str, **meta: Any) ->
 
 
 def find_model(model_dir: Optional[PathLike] = None, arch: Optional[str] = None) -> Tuple[str, pathlib.Path]:
-    """The architecture and JSON path of the model in ``model_dir`` (default: the shipped model).
+    """The architecture and JSON path of the model in ``model_dir`` (default: :func:`default_model_dir`).
 
     With several models in the folder, ``arch`` picks one (xumx-slicq is preferred otherwise).
     """
-    model_dir = pathlib.Path(DEFAULT_MODEL_DIR if model_dir is None else model_dir)
+    default = model_dir is None
+    model_dir = default_model_dir() if default else pathlib.Path(model_dir)
     if not model_dir.is_dir():
-        hint = " (the shipped model is not there: train one with `python -m train`)" if model_dir == DEFAULT_MODEL_DIR else ""
+        hint = (f" (the shipped model is not there: set ${MODEL_DIR_ENV}, pass a model folder, or train one with "
+                f"`python -m train`)") if default else ""
         raise FileNotFoundError(f"model folder {model_dir} does not exist{hint}")
     archs = [arch] if arch else list(ARCH_FILES)
     for a in archs:

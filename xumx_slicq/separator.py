@@ -239,6 +239,8 @@ class Separator(nn.Module):
             if path is None:
                 log.warning("backend='auto': no xumx_slicq.onnx for these weights (write one next to them with "
                             "`python -m export --model DIR --output DIR`); the network runs in torch")
+        if self.backend == "auto" and path is None:
+            self.backend = "torch"  # nothing to choose from: no measurement
         if self.backend == "auto" or self.wiener == "auto":
             choice = backends.choose_backends(self.model, path if self.backend == "auto" else None, self.niter,
                                      self.softmask, self.residual, self.wiener, onnx_options=onnx_options)
@@ -393,11 +395,11 @@ def load_separator(model_dir: Optional[PathLike] = None, arch: Optional[str] = N
         backend: ``"torch"``, ``"onnxruntime"`` or ``"auto"`` (see :class:`Separator`).
         options: other :class:`Separator` arguments (``niter``, ``wiener``, ``chunk_seconds``, ``device``, ...).
     """
-    from .checkpoint import DEFAULT_MODEL_DIR, load_model
+    from .checkpoint import default_model_dir, load_model
 
     device = options.pop("device", None) or "cpu"
     model, _ = load_model(model_dir, arch=arch, device=device)
-    options.setdefault("model_dir", DEFAULT_MODEL_DIR if model_dir is None else model_dir)
+    options.setdefault("model_dir", default_model_dir() if model_dir is None else model_dir)
     return Separator(model, device=device, backend=backend, **options)
 
 

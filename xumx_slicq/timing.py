@@ -1,12 +1,15 @@
-"""Wall-clock and CPU timing of a call: the project's one timing helper (backend choice, profiles, benchmarks)."""
+"""Wall-clock and CPU timing of a call: the project's one timing helper (backend choice, profiles, benchmarks),
+and :func:`heartbeat`, which keeps long waits from being silent."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, Iterator, List
 
-__all__ = ["Timing", "time_calls"]
+__all__ = ["Timing", "time_calls", "heartbeat"]
 
 
 @dataclass
@@ -54,3 +57,32 @@ def time_calls(fn: Callable[[], Any], repeats: int = 2) -> Timing:
         timing.wall_s.append(wall)
         timing.cpu_s.append(cpu)
     return timing
+
+
+@contextlib.contextmanager
+def heartbeat(log: Callable[[str], None], message: Callable[[float], str], every: float = 5.0) -> Iterator[None]:
+    """While the block runs, call ``log(message(elapsed_seconds))`` every ``every`` seconds (from a daemon thread).
+
+    A long stage (model loading, backend measurement, calibration, a song) is then never silent for longer than
+    ``every`` seconds. ``every <= 0`` disables it.
+    """
+    if every <= 0:
+        yield
+        return
+    stop = threading.Event()
+    t0 = time.monotonic()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            try:
+                log(message(time.monotonic() - t0))
+            except Exception:  # noqa: BLE001 - a progress line must never break the work it reports on
+                pass
+
+    thread = threading.Thread(target=beat, name="xumx-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

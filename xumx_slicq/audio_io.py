@@ -1,6 +1,7 @@
 """Reading mixtures robustly and writing stems atomically.
 
-Reading (:class:`MixtureReader`): any file soundfile opens (WAV 8/16/24/32-bit int and float, FLAC, OGG, ...),
+Reading (:class:`MixtureReader`): any file soundfile opens (WAV 8/16/24/32-bit int and float, FLAC, OGG, MP3 with
+libsndfile >= 1.1, ...; :func:`probe_any` decodes m4a/mp4 with ffmpeg first),
 any sample rate, any number of channels, turned into what the separator wants: stereo float32 at 44.1 kHz,
 served segment by segment as ``(1, 2, n)`` tensors. Mono is duplicated to stereo; more than two channels are
 downmixed (even channels to the left, odd to the right, averaged) with a warning; NaN / Inf samples become 0
@@ -31,6 +32,8 @@ from xumx_slicq.audio import resample
 SAMPLE_RATE = 44100
 #: extensions accepted as songs when the input folder holds audio files directly
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aif", ".aiff", ".mp3", ".w64", ".rf64")
+#: extensions soundfile cannot read, decoded with ffmpeg when it is installed
+FFMPEG_EXTENSIONS = (".m4a", ".mp4", ".aac", ".opus", ".webm", ".wma")
 #: prefix of our temporary stem files (stale ones are removed before a song is redone)
 TEMP_PREFIX = ".xumx-"
 
@@ -124,6 +127,43 @@ def probe(path: os.PathLike) -> AudioInfo:
         result.warnings.append(f"{path}: {result.rate} Hz: resampled to {SAMPLE_RATE} Hz for the model, stems "
                                f"written back at {result.rate} Hz")
     return result
+
+
+def decode_with_ffmpeg(path: os.PathLike, folder: os.PathLike) -> pathlib.Path:
+    """Decode ``path`` (anything ffmpeg reads: m4a, mp4, ...) to a float32 WAV in ``folder``, at the file's own
+    rate and channels; returns the WAV's path. :class:`InputError` naming the file when ffmpeg is missing or
+    fails."""
+    import shutil
+    import subprocess
+
+    path = pathlib.Path(path)
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise InputError(f"{path}: soundfile cannot read {path.suffix or 'this'} files and ffmpeg is not installed "
+                         f"(install ffmpeg, e.g. `apt install ffmpeg`, to separate m4a/mp4 files)")
+    out = pathlib.Path(folder) / f"{path.name}.wav"
+    cmd = [ffmpeg, "-nostdin", "-v", "error", "-y", "-i", str(path), "-vn", "-c:a", "pcm_f32le", "-f", "wav",
+           str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or not out.is_file():
+        detail = (proc.stderr.strip().splitlines() or ["no audio stream"])[-1]
+        raise InputError(f"{path}: not a readable audio file (ffmpeg: {detail})")
+    return out
+
+
+def probe_any(path: os.PathLike, folder: os.PathLike) -> AudioInfo:
+    """:func:`probe`, falling back to :func:`decode_with_ffmpeg` into ``folder`` for what soundfile cannot read
+    (m4a, mp4, ...). Messages name the original file."""
+    path = pathlib.Path(path)
+    try:
+        return probe(path)
+    except InputError:
+        if path.suffix.lower() not in FFMPEG_EXTENSIONS or not path.is_file() or path.stat().st_size == 0:
+            raise
+    decoded = decode_with_ffmpeg(path, folder)
+    info = probe(decoded)
+    info.warnings = [w.replace(str(decoded), str(path)) for w in info.warnings]
+    return info
 
 
 def to_stereo(block: np.ndarray) -> np.ndarray:
@@ -236,20 +276,25 @@ class StemWriter:
     """Write stems to temporary files; :meth:`commit` renames them into place, :meth:`abort` removes them.
 
     Args:
-        finals: ``{target: final path}``.
+        finals: ``{stem: final path}``; a stem is a target, or ``no_<target>``: the sum of every other target
+            (two-stem output, e.g. ``vocals`` + ``no_vocals``).
         frames: the mixture's length in frames at ``rate`` (the stems get exactly this length).
         rate: the mixture's sample rate (stems are written at it).
-        subtype: soundfile subtype of the stems (``FLOAT``, ``PCM_16``, ``PCM_24``).
+        subtype: soundfile subtype of the stems (``FLOAT``, ``PCM_16``, ``PCM_24``; FLAC takes PCM only).
+        output_format: soundfile container of the stems, ``WAV`` or ``FLAC``.
 
     Pieces arrive at 44.1 kHz as ``(nb_targets, 2, n)`` in ``order``; at other rates they are kept in 44.1 kHz
     float temporaries and resampled at commit time.
     """
 
-    def __init__(self, finals: Mapping[str, os.PathLike], frames: int, rate: int, subtype: str = "FLOAT"):
+    def __init__(self, finals: Mapping[str, os.PathLike], frames: int, rate: int, subtype: str = "FLOAT",
+                 output_format: str = "WAV"):
         import soundfile as sf
 
         self.finals = {t: pathlib.Path(p) for t, p in finals.items()}
-        self.frames, self.rate, self.subtype = int(frames), int(rate), subtype
+        self.frames, self.rate, self.subtype, self.format = int(frames), int(rate), subtype, output_format.upper()
+        if not sf.check_format(self.format, subtype):
+            raise ValueError(f"{self.format} files cannot hold {subtype} samples")
         self.written = 0  # samples at 44.1 kHz
         self._temps: Dict[str, pathlib.Path] = {}
         self._writers: Dict[str, "sf.SoundFile"] = {}
@@ -259,7 +304,7 @@ class StemWriter:
                 tmp = self._temps[t] = files.temp_path(final, TEMP_PREFIX)
                 self._writers[t] = sf.SoundFile(str(tmp), "w", samplerate=SAMPLE_RATE if not self._direct else rate,
                                                 channels=2, subtype=subtype if self._direct else "FLOAT",
-                                                format="WAV")
+                                                format=self.format if self._direct else "WAV")
         except Exception as exc:  # noqa: BLE001
             self.abort()
             folder = next(iter(self.finals.values())).parent
@@ -273,14 +318,18 @@ class StemWriter:
 
     def write(self, piece: np.ndarray, order: List[str]) -> None:
         """Append ``piece`` ``(nb_targets, 2, n)`` (44.1 kHz, targets in ``order``) to every stem."""
-        for j, t in enumerate(order):
-            if t in self._writers:
-                try:
-                    self._write(t, np.ascontiguousarray(piece[j].T))  # (2, n) -> (n, 2)
-                except Exception as exc:  # noqa: BLE001 - disk full, I/O error, ...: name the folder
-                    folder = self.finals[t].parent
-                    raise OutputError(f"{folder}: cannot write stems: "
-                                      f"{getattr(exc, 'strerror', None) or exc}") from exc
+        for t in self._writers:
+            if t in order:
+                stem = piece[order.index(t)]  # (2, n)
+            elif t.startswith("no_") and t[3:] in order:
+                stem = sum(piece[j] for j, o in enumerate(order) if o != t[3:])  # the rest, summed
+            else:
+                raise ValueError(f"stem {t!r}: not a target of the model ({', '.join(order)}) nor no_<target>")
+            try:
+                self._write(t, np.ascontiguousarray(stem.T))  # (2, n) -> (n, 2)
+            except Exception as exc:  # noqa: BLE001 - disk full, I/O error, ...: name the folder
+                folder = self.finals[t].parent
+                raise OutputError(f"{folder}: cannot write stems: {getattr(exc, 'strerror', None) or exc}") from exc
         self.written += piece.shape[-1]
 
     def commit(self) -> Dict[str, pathlib.Path]:
@@ -300,7 +349,7 @@ class StemWriter:
                     self._temps[t] = out
                     if self.subtype.startswith("PCM"):
                         data = np.clip(data, -1.0, 1.0)
-                    sf.write(str(out), data, self.rate, subtype=self.subtype, format="WAV")
+                    sf.write(str(out), data, self.rate, subtype=self.subtype, format=self.format)
             for t, tmp in self._temps.items():
                 frames = sf.info(str(tmp)).frames
                 if frames != self.frames:
