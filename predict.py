@@ -78,16 +78,16 @@ class XUMXSliCQPredictor(MusicDemixingPredictor):
         if loaded < 0.5 * self.setup_limit:
             self.engine.calibrate()
         else:
-            log(f"warning: loading took {loaded:.1f} s of the {self.setup_limit:.0f} s setup limit: calibration "
+            log(f"warning: loading took {loaded:.1f} s of the {self.setup_limit:g} s setup limit: calibration "
                 f"skipped (the first song's first chunk calibrates)")
         self.records = {}
         self.setup_time = time.monotonic() - start
         self.setup_within_limit = self.setup_time <= self.setup_limit
         if self.setup_within_limit:
-            log(f"setup: {self.setup_time:.1f} s, within the kit's {self.setup_limit:.0f} s setup limit; per-song "
+            log(f"setup: {self.setup_time:.1f} s, within the kit's {self.setup_limit:g} s setup limit; per-song "
                 f"limit {self.song_limit:.0f} s")
         else:
-            log(f"ERROR: SETUP TOOK {self.setup_time:.1f} s, OVER THE KIT'S {self.setup_limit:.0f} s SETUP LIMIT: "
+            log(f"ERROR: SETUP TOOK {self.setup_time:.1f} s, OVER THE KIT'S {self.setup_limit:g} s SETUP LIMIT: "
                 f"the challenge's evaluator stops the run here")
 
     def prediction(self, mixture_file_path, bass_file_path, drums_file_path, other_file_path, vocals_file_path,
