@@ -220,7 +220,7 @@ def test_output_disk_full(tmp_path):
     recs = records(out)
     big = recs["b_big"]
     assert big["status"] == "failed" and str(out / "b_big") in big["error"], big
-    assert "cannot write stems" in big["error"], big
+    assert "cannot write stems: File too large" in big["error"], big
     assert "error: song b_big" in run.err
     assert list((out / "b_big").iterdir()) == []
     for name in ("a_small", "c_small"):
