@@ -348,6 +348,10 @@ def run_share(args, songs: List[Song], all_names: List[str], log) -> int:
             log(f"{song.name}: done in {result.time:.1f} s of {budget:.1f} s ({result.path})")
         except Interrupted as exc:
             exc.song = song.name
+            # the engine removes its temporaries on the way out, except when the signal lands between their creation
+            # and its clean-up block (seen in the battery): sweep the song's folder too
+            with contextlib.suppress(OSError):
+                remove_stale_temps(output / song.name)
             rec.update(status="interrupted", error=f"{exc} while separating {song.name}; temporary files removed, "
                        f"rerun to finish", time_s=round(time.monotonic() - start, 3), finished_at=_now())
             records[song.name] = rec
