@@ -185,6 +185,8 @@ def test_read_only_output_folder(tmp_path):
     assert run.rc == 1, run
     recs = records(out)
     assert recs["b_ro"]["status"] == "failed" and str(out / "b_ro") in recs["b_ro"]["error"], recs["b_ro"]
+    assert "cannot write stems" in recs["b_ro"]["error"] and ("Read-only file system" in recs["b_ro"]["error"]
+                                                              or "Permission denied" in recs["b_ro"]["error"])
     assert "b_ro" in run.err and "song(s) failed: b_ro" in run.err
     assert list((out / "b_ro").iterdir()) == []
     for name in ("a", "c"):
