@@ -7,7 +7,9 @@ path that fits before every chunk and falls back to cheaper ones (fewer Wiener-E
 mixture / 4) so four valid stems always exist inside the limit. Finished songs are skipped on a rerun; a
 failed song never stops the batch (exit code 1 at the end); ``<output>/summary.json`` lists every song.
 
-Exit codes: 0 all songs done, 1 some songs failed, 2 the batch could not run (input, output or model).
+Exit codes: 0 all songs done, 1 some songs failed, 2 the batch could not run (input, output, model, or another
+runner already writing the same songs into the output folder), 143 / 130 interrupted by SIGTERM / SIGINT (the
+song in progress is left without temporaries; rerun the same command to finish).
 Examples::
 
     python -m submission --input data/test --output data/results
@@ -82,9 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Entry point; returns the exit code."""
-    from .runner import (EXIT_FATAL, EXIT_OK, EXIT_SONG_FAILED, FatalError, check_output_writable, discover,
-                         format_table, merge_summaries, parse_shard, read_records, run_jobs, run_share,
-                         select_shard)
+    import contextlib
+
+    from .runner import (EXIT_FATAL, EXIT_OK, EXIT_SONG_FAILED, FatalError, Interrupted, check_output_writable,
+                         discover, format_table, interruptible, merge_summaries, output_lock, parse_shard,
+                         read_records, run_jobs, run_share, select_shard)
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -114,24 +118,35 @@ def main(argv=None) -> int:
             print(msg, file=sys.stderr, flush=True)
 
     try:
-        if args.merge:
-            summary = merge_summaries(args.output, args.merge_from)
-            print(format_table(summary["songs"]))
-            return EXIT_OK if not summary["counts"].get("failed") else EXIT_SONG_FAILED
-        songs = discover(args.input)
-        if not songs:
-            raise FatalError(f"input folder {args.input} holds no songs (no <song>/mixture.wav, no audio files)")
-        check_output_writable(args.output)
-        share = select_shard(songs, args.shard_index, args.shard_count)
-        names = [s.name for s in songs]
-        log(f"{len(songs)} song(s) in {args.input}; shard {args.shard}: {len(share)}")
-        if args.jobs > 1:
-            code = run_jobs(args, share, names, log)
-        else:
-            code = run_share(args, share, names, log)
+        with interruptible():
+            if args.merge:
+                summary = merge_summaries(args.output, args.merge_from)
+                print(format_table(summary["songs"]))
+                return EXIT_OK if not summary["counts"].get("failed") else EXIT_SONG_FAILED
+            songs = discover(args.input)
+            if not songs:
+                raise FatalError(f"input folder {args.input} holds no songs (no <song>/mixture.wav, no audio "
+                                 f"files)")
+            check_output_writable(args.output)
+            share = select_shard(songs, args.shard_index, args.shard_count)
+            names = [s.name for s in songs]
+            # the --jobs workers take the locks of their own shards
+            lock = (output_lock(args.output, args.shard_index, args.shard_count) if args.jobs == 1
+                    else contextlib.nullcontext())
+            with lock:
+                log(f"{len(songs)} song(s) in {args.input}; shard {args.shard}: {len(share)}")
+                if args.jobs > 1:
+                    code = run_jobs(args, share, names, log)
+                else:
+                    code = run_share(args, share, names, log)
     except FatalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FATAL
+    except Interrupted as exc:
+        where = f" while separating song {exc.song}" if exc.song else ""
+        print(f"error: {exc}{where}; no temporary file left, finished songs kept; rerun the same command to "
+              f"finish", file=sys.stderr)
+        return exc.exit_code
     records = read_records([args.output])
     print(format_table([records.get(s.name, {"song": s.name, "status": "pending"}) for s in share]))
     degraded = [s.name for s in share if records.get(s.name, {}).get("degraded")]
@@ -146,5 +161,18 @@ def main(argv=None) -> int:
     return code
 
 
+def exit_now(code: int) -> None:
+    """Exit with ``code``. A separating thread still inside the network (a chunk abandoned at a deadline or by an
+    interruption) would abort the interpreter's shutdown ("terminate called without an active exception", exit
+    -6), so while one is alive the process ends at once, after flushing; every file is closed or removed by then."""
+    import threading
+
+    if any(t.name == "xumx-separate" and t.is_alive() for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

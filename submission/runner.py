@@ -12,21 +12,33 @@ the shard ``I + N j`` of ``N J`` (which is exactly shard I of N split J ways).
 Summaries: an unsharded run writes ``<output>/summary.json``; a shard writes ``summary.shard-K-of-M.json`` after
 every song, then merges every shard file in the output folder into ``summary.json`` under a file lock (the last
 shard to finish therefore writes the complete one). ``--merge`` does the merge alone, also across output folders.
+
+One runner per output folder and shard: :func:`output_lock` holds ``<output>/.xumx-lock`` (exclusive for an
+unsharded run, shared for a shard, which also holds ``.xumx-lock.shard-I-of-N`` exclusively), so a second run of
+the same songs into the same folder refuses at once, naming the folder, instead of racing the first on the same
+stems and summary. The lock files stay (empty); the kernel releases the locks when a runner ends, however it ends.
+
+Interruption: :func:`interruptible` turns SIGTERM (and SIGINT) into :class:`Interrupted`, raised in the main
+thread, so the normal clean-up runs (the song's temporary stems are removed, its record says ``interrupted``);
+the exit code is 128 + the signal's number and a rerun finishes the batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
+import fcntl
 import hashlib
 import json
 import math
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from xumx_slicq import files
 
@@ -36,10 +48,74 @@ from xumx_slicq.budget import song_budget
 MIXTURE_NAMES = ("mixture.wav", "mixture.flac", "mixture.ogg")
 SUMMARY = "summary.json"
 EXIT_OK, EXIT_SONG_FAILED, EXIT_FATAL = 0, 1, 2
+#: the output folder's lock file (see :func:`output_lock`)
+LOCK_NAME = ".xumx-lock"
 
 
 class FatalError(RuntimeError):
     """A problem that stops the whole batch (unreadable input folder, unwritable output, no model)."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM / SIGINT received (a BaseException, so no ``except Exception`` swallows it); ``song`` is the song
+    being separated when it arrived, if any."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.song: Optional[str] = None
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal's number (143 for SIGTERM, 130 for SIGINT), as a shell reports a killed command."""
+        return 128 + self.signum
+
+
+@contextlib.contextmanager
+def interruptible(signums: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
+    """Raise :class:`Interrupted` in the main thread on the first of ``signums``; later ones are ignored while
+    the clean-up runs. The previous handlers are restored on exit. Does nothing outside the main thread."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    state = {"fired": False}
+
+    def handler(signum, frame):
+        if state["fired"]:
+            return
+        state["fired"] = True
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def output_lock(output: os.PathLike, index: int = 0, nb_shards: int = 1) -> Iterator[None]:
+    """Hold the output folder's lock for shard ``index`` of ``nb_shards``; :class:`FatalError` at once when
+    another runner holds a conflicting one (same folder, unsharded or the same shard)."""
+    output = pathlib.Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    what = "all songs" if nb_shards == 1 else f"shard {index}/{nb_shards}"
+    wanted = [(output / LOCK_NAME, fcntl.LOCK_EX if nb_shards == 1 else fcntl.LOCK_SH)]
+    if nb_shards > 1:
+        wanted.append((output / f"{LOCK_NAME}.shard-{index}-of-{nb_shards}", fcntl.LOCK_EX))
+    with contextlib.ExitStack() as stack:
+        for path, mode in wanted:
+            handle = stack.enter_context(open(path, "a"))
+            try:
+                fcntl.flock(handle, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise FatalError(f"output folder {output} is in use by another runner ({path.name} is locked); "
+                                 f"not starting a second run of {what} into it: wait for the other one to end "
+                                 f"or choose another --output") from None
+        yield
 
 
 @dataclasses.dataclass
@@ -275,6 +351,17 @@ def run_share(args, songs: List[Song], all_names: List[str], log) -> int:
             rec.update(result.record(), status="done", error=None)
             log(f"{song.name}: done in {result.time:.1f} s of {budget:.1f} s ({result.path})"
                 + (" DEGRADED" if result.degraded else ""))
+        except Interrupted as exc:
+            exc.song = song.name
+            # the engine removes its temporaries on the way out, except when the signal lands between their creation
+            # and its clean-up block (seen in the battery): sweep the song's folder too
+            with contextlib.suppress(OSError):
+                remove_stale_temps(output / song.name)
+            rec.update(status="interrupted", error=f"{exc} while separating {song.name}; temporary files removed, "
+                       f"rerun to finish", time_s=round(time.monotonic() - start, 3), finished_at=_now())
+            records[song.name] = rec
+            save()
+            raise
         except (InputError, OutputError) as exc:
             failed += 1
             rec.update(status="failed", error=str(exc), time_s=round(time.monotonic() - start, 3))
@@ -346,9 +433,14 @@ def run_jobs(args, share: List[Song], all_names: List[str], log) -> int:
                 recs = read_records([args.output])
                 bar.n = sum(1 for n in names if n in recs)
                 bar.refresh()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         for p in procs:
-            p.terminate()
+            p.terminate()  # SIGTERM: every worker removes its temporaries and records its song as interrupted
+        for p in procs:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
         raise
     finally:
         if bar is not None:

@@ -742,17 +742,20 @@ def test_predict_standalone_and_failure_reported(model_dir, tmp_path, monkeypatc
         monkeypatch.delitem(sys.modules, mod, raising=False)
     monkeypatch.chdir(tmp_path)  # no evaluator/ folder on the path
     inp, out = tmp_path / "test", tmp_path / "results"
-    song(inp, "good", noise(SR))
-    (inp / "bad").mkdir()
-    (inp / "bad" / "mixture.wav").write_text("not audio")
+    song(inp, "a_good", noise(SR))
+    (inp / "b_bad").mkdir()
+    (inp / "b_bad" / "mixture.wav").write_text("not audio")
+    song(inp, "c_after", noise(SR, seed=1))
     _predict_env(monkeypatch, model_dir, inp, out)
     predict = _load_predict("own")
     assert issubclass(predict.XUMXSliCQPredictor, OwnBase)
     predictor = predict.XUMXSliCQPredictor()
-    with pytest.raises(RuntimeError, match="bad"):
+    # as the real kit: the first failing song stops the evaluation (the stand-in's error names it)
+    with pytest.raises(RuntimeError, match="song b_bad failed, evaluation stopped"):
         predictor.run()
-    assert_stems(out / "good", SR)
-    assert not list((out / "bad").glob("*.wav")) and no_temps(out)
+    assert_stems(out / "a_good", SR)
+    assert not list((out / "b_bad").glob("*.wav")) and no_temps(out)
+    assert not (out / "c_after").exists()
 
 
 def test_run_sh_and_aicrowd_json(model_dir, tmp_path):

@@ -240,6 +240,20 @@ class MixtureReader:
         self.close()
 
 
+def _reason(exc: BaseException) -> str:
+    """Why a write failed: the OS error's text; for libsndfile's bare "System error." (its code 2) the errno its
+    failed call left (e.g. "File too large", "No space left on device"); else the exception's text."""
+    if getattr(exc, "strerror", None):
+        return exc.strerror
+    if getattr(exc, "code", None) == 2:  # SFE_SYSTEM: a failed read/write/seek, errno says which
+        import soundfile as sf
+
+        code = getattr(getattr(sf, "_ffi", None), "errno", 0)
+        if code:
+            return os.strerror(code)
+    return str(exc)
+
+
 def is_temp(path: os.PathLike) -> bool:
     """Whether ``path`` names one of our temporary stem files (``.xumx-<stem>.wav.<random>.tmp.wav``)."""
     name = pathlib.Path(path).name
@@ -308,7 +322,7 @@ class StemWriter:
         except Exception as exc:  # noqa: BLE001
             self.abort()
             folder = next(iter(self.finals.values())).parent
-            raise OutputError(f"{folder}: cannot write stems: {getattr(exc, 'strerror', None) or exc}") from exc
+            raise OutputError(f"{folder}: cannot write stems: {_reason(exc)}") from exc
 
     def _write(self, target: str, data: np.ndarray) -> None:
         """Write ``(n, 2)`` samples, clipping for integer subtypes (libsndfile would wrap around)."""
@@ -329,7 +343,7 @@ class StemWriter:
                 self._write(t, np.ascontiguousarray(stem.T))  # (2, n) -> (n, 2)
             except Exception as exc:  # noqa: BLE001 - disk full, I/O error, ...: name the folder
                 folder = self.finals[t].parent
-                raise OutputError(f"{folder}: cannot write stems: {getattr(exc, 'strerror', None) or exc}") from exc
+                raise OutputError(f"{folder}: cannot write stems: {_reason(exc)}") from exc
         self.written += piece.shape[-1]
 
     def commit(self) -> Dict[str, pathlib.Path]:
@@ -363,7 +377,7 @@ class StemWriter:
         except Exception as exc:  # noqa: BLE001
             self.abort()
             folder = next(iter(self.finals.values())).parent
-            raise OutputError(f"{folder}: cannot finish stems: {getattr(exc, 'strerror', None) or exc}") from exc
+            raise OutputError(f"{folder}: cannot finish stems: {_reason(exc)}") from exc
         return dict(self.finals)
 
     def abort(self) -> None:

@@ -43,6 +43,8 @@ GRANULARITY = 0.34
 HARD_MARGIN = 0.04
 #: at most this many seconds pass without a progress line during setup and separation
 HEARTBEAT = 5.0
+#: finished pieces the worker may hold ahead of the writer (bounds memory when chunks are cheaper than writing)
+PIECES_AHEAD = 2
 
 
 def _summarise_paths(names: List[str]) -> str:
@@ -314,7 +316,17 @@ class Engine:
         state = {"index": 0, "path": ""}
         why: Dict[int, str] = {}  # chunk index -> why it left the best path
         cancel = threading.Event()
-        pieces: "queue.Queue" = queue.Queue()
+        pieces: "queue.Queue" = queue.Queue(maxsize=PIECES_AHEAD)
+
+        def hand_over(item) -> bool:
+            """Queue ``item`` for the writing thread, waiting while it is behind; False once it gave up."""
+            while not cancel.is_set():
+                try:
+                    pieces.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
 
         def process(x: Tensor) -> Tensor:
             i = state["index"]
@@ -353,7 +365,8 @@ class Engine:
                     path = next(p for p in later if p not in self.broken)
                     why[i] = f"path failed: {type(failure).__name__}: {failure}"
                     continue
-                costs.update(path, elapsed, x.shape[-1] / SAMPLE_RATE)  # also when abandoned: it was slow
+                if path.kind == "model":  # mixture/4 costs I/O: measured where the pieces are written
+                    costs.update(path, elapsed, x.shape[-1] / SAMPLE_RATE)  # also when abandoned: it was slow
                 if not cancel.is_set():  # an abandoned chunk's output is discarded: not part of the song
                     result.chunks.append(path.name)
                     if path.quality < best:
@@ -369,12 +382,11 @@ class Engine:
                     data = piece[0].cpu().numpy()  # (nb_targets, 2, n)
                     if mono:  # a mono song gives identical channels: the average of the two estimates
                         data = np.repeat(data.mean(axis=1, keepdims=True), 2, axis=1)
-                    pieces.put(("piece", a, b, data))
-                    if cancel.is_set():
+                    if not hand_over(("piece", a, b, data)):
                         return
-                pieces.put(("end",))
+                hand_over(("end",))
             except BaseException as exc:  # noqa: BLE001 - hand every failure to the writing thread
-                pieces.put(("error", exc))
+                hand_over(("error", exc))
             finally:
                 reader.close()
 
@@ -422,7 +434,9 @@ class Engine:
                     if item[0] == "end":
                         break
                     _, a, b, data = item
+                    t = time.perf_counter()
                     writer.write(data, self.order)
+                    costs.update(MIX4, time.perf_counter() - t, (b - a) / SAMPLE_RATE)  # the real I/O rate
                     pos = b
                     if bar is not None:
                         bar.n = min(state["index"], len(plan))
