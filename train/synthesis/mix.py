@@ -94,6 +94,17 @@ def active_rms(x: np.ndarray, frame: int = 4410) -> float:
     return float(np.sqrt(power[keep].mean()))
 
 
+def fade_out(stems: dict[str, np.ndarray], rng: np.random.Generator, seconds: float) -> None:
+    """Fade every ``(nb_channels, nb_timesteps)`` stem out in place over the song's last 1-3 s (at most 15 % of it),
+    with the same squared ramp, so the stems still sum to the mixture."""
+    fade = min(float(rng.uniform(1.0, 3.0)), 0.15 * seconds)
+    nb_fade = int(fade * SAMPLE_RATE)
+    if nb_fade > 1:
+        ramp = (np.linspace(1.0, 0.0, nb_fade) ** 2).astype(np.float32)
+        for x in stems.values():
+            x[:, -nb_fade:] *= ramp
+
+
 def glue_gain(mix: np.ndarray, threshold_db: float, ratio: float, block: int = 512,
               attack: float = 0.01, release: float = 0.15, max_reduction_db: float = 6.0) -> np.ndarray:
     """Gain curve (nb_samples,) of a gentle RMS bus compressor driven by the mixture (2, nb_samples).

@@ -87,12 +87,7 @@ def _render_attempt(seq: np.random.SeedSequence, seconds: float) -> tuple[dict[s
         x *= np.float32(10 ** (level_db / 20) * 0.1 / max(mix.active_rms(x), 1e-9))
         stems[name] = x
         levels[name] = {"level_db": round(level_db, 2), "reverb_send": round(float(wets[k]), 3)}
-    fade = min(float(mix_rng.uniform(1.0, 3.0)), 0.15 * seconds)
-    nb_fade = int(fade * mix.SAMPLE_RATE)
-    if nb_fade > 1:
-        ramp = (np.linspace(1.0, 0.0, nb_fade) ** 2).astype(np.float32)
-        for name in STEMS:
-            stems[name][:, -nb_fade:] *= ramp
+    mix.fade_out(stems, mix_rng, seconds)
     meta = plan.describe()
     meta["mix"] = levels
     meta["notes"] = {"drums": len(drums_part.notes), "bass": len(bass_part.notes),

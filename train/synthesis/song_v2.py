@@ -205,12 +205,7 @@ def _render_attempt(seq: np.random.SeedSequence, seconds: float) -> tuple[dict[s
         level_db = float(mix_rng.uniform(*offsets[name]))
         x *= np.float32(10 ** (level_db / 20) * 0.1 / max(mix.active_rms(x), 1e-9))
         levels[name] = round(level_db, 2)
-    fade = min(float(mix_rng.uniform(1.0, 3.0)), 0.15 * seconds)
-    nb_fade = int(fade * mix.SAMPLE_RATE)
-    if nb_fade > 1:
-        ramp = (np.linspace(1.0, 0.0, nb_fade) ** 2).astype(np.float32)
-        for name in STEMS:
-            stems[name][:, -nb_fade:] *= ramp
+    mix.fade_out(stems, mix_rng, seconds)
     meta = plan.describe()
     meta["v2"] = {
         "drum_kit": kit.name, "ghost_and_choke": {"crash_chokes": len(chokes)},
