@@ -29,3 +29,16 @@ def slicqt():
     from xumx_slicq.transforms import SliCQT
 
     return SliCQT()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A small random xumx-sliCQ saved with save_model (same blocks and reach as the default, few channels)."""
+    from xumx_slicq.checkpoint import save_model
+    from xumx_slicq.model import XUMXSliCQ
+
+    torch.manual_seed(0)
+    model = XUMXSliCQ(hidden_channels=(4, 6)).eval()
+    folder = tmp_path_factory.mktemp("model")
+    save_model(model, folder, "xumx-slicq", note="random init for tests")
+    return folder

@@ -20,7 +20,6 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from submission import runner
 from submission.__main__ import main
@@ -29,23 +28,11 @@ from xumx_slicq.budget import (MIX4, CostModel, Path, build_ladder, choose_path,
                                song_budget)
 from xumx_slicq.engine import STEMS, Engine
 from xumx_slicq import files
-from xumx_slicq.checkpoint import save_model
-from xumx_slicq.model import XUMXSliCQ
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SR = 44100
 FAST = ["--backend", "torch", "--wiener", "torch", "--chunk-seconds", "2", "--context-seconds", "1",
         "--no-progress", "--threads", "1"]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A small random xumx-sliCQ saved with save_model (same blocks and reach as the default, few channels)."""
-    torch.manual_seed(0)
-    model = XUMXSliCQ(hidden_channels=(4, 6)).eval()
-    folder = tmp_path_factory.mktemp("model")
-    save_model(model, folder, "xumx-slicq", note="random init for tests")
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -16,27 +16,14 @@ import tomllib
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from xumx_slicq import checkpoint, cli
 from xumx_slicq.audio_io import InputError, probe_any
-from xumx_slicq.checkpoint import save_model
 from xumx_slicq.engine import STEMS, Engine
-from xumx_slicq.model import XUMXSliCQ
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SR = 44100
 FAST = ["--backend", "torch", "--wiener", "torch", "--chunk-seconds", "2", "--threads", "1"]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A small random xumx-sliCQ saved with save_model (same blocks and reach as the default, few channels)."""
-    torch.manual_seed(0)
-    model = XUMXSliCQ(hidden_channels=(4, 6)).eval()
-    folder = tmp_path_factory.mktemp("model")
-    save_model(model, folder, "xumx-slicq", note="random init for tests")
-    return folder
 
 
 def noise(seconds, seed=0, channels=2):
