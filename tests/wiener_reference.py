@@ -71,3 +71,23 @@ def as_block(v, x):
 def from_block(y):
     """One output block `(1, J', C, B, 1, F)` back to the STFT layout `(F, B, C, J')` (numpy)."""
     return y[0, :, :, :, 0, :].permute(3, 2, 1, 0).numpy()  # (J', C, B, F) -> (F, B, C, J')
+
+
+def run_torch(v, x, *args, **kwargs):
+    """`xumx_slicq.wiener.wiener` on numpy inputs ``(nb_frames, nb_bins, nb_channels[, nb_sources])``, numpy out."""
+    from xumx_slicq.wiener import wiener
+
+    return wiener(torch.from_numpy(v), torch.from_numpy(x), *args, **kwargs).numpy()
+
+
+def run_numba(v, x, *args, **kwargs):
+    """The numba backend of `wiener_blocks` on one STFT-layout problem (numpy in, numpy out)."""
+    from xumx_slicq.filtering import wiener_blocks
+
+    vb, xb = as_block(v, x)
+    (y,) = wiener_blocks([vb], [xb], "numba", *args, **kwargs)
+    return from_block(y)
+
+
+#: backend name -> runner with the STFT-layout signature of :func:`run_torch`
+RUNNERS = {"torch": run_torch, "numba": run_numba}
