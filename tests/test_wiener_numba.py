@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.wiener_reference import GRID, GRID_IDS, TOL, as_block, make_inputs, norbert_wiener, rel_err, run_numba
+from tests.wiener_reference import TOL, as_block, make_inputs, norbert_wiener, rel_err, run_numba
 from xumx_slicq.wiener import wiener
 from xumx_slicq.filtering import wiener_blocks
 
@@ -21,31 +21,6 @@ run = run_numba
 # --------------------------------------------------------------------------------------------------------
 # parity with norbert and torch
 # --------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("iterations,softmask,residual,channels,sources", GRID, ids=GRID_IDS)
-def test_matches_norbert(iterations, softmask, residual, channels, sources):
-    v, x = make_inputs(200 + sources * 7 + channels, nb_channels=channels, nb_sources=sources)
-    ref = norbert_wiener(v, x, iterations, softmask, residual)
-    out = run(v, x, iterations, softmask, residual)
-    assert out.shape == ref.shape and out.dtype == ref.dtype
-    assert rel_err(out, ref) <= TOL
-
-
-@pytest.mark.parametrize("softmask", [False, True])
-def test_three_channels_and_mono_targets_match_norbert(softmask):
-    """Stereo and other channel counts run different kernels; one-channel targets are broadcast."""
-    v, x = make_inputs(7, nb_channels=3, nb_sources=2)
-    assert rel_err(run(v, x, 2, softmask, True), norbert_wiener(v, x, 2, softmask, True)) <= TOL
-    v, x = make_inputs(8, nb_channels=2, nb_sources=3, target_channels=1)
-    assert rel_err(run(v, x, 1, softmask), norbert_wiener(v, x, 1, softmask, False)) <= TOL
-
-
-@pytest.mark.parametrize("scale_factor", [0.5, 2.0, 1e9])
-def test_scale_factor_matches_norbert(scale_factor):
-    v, x = make_inputs(9, nb_sources=4)
-    ref = norbert_wiener(v, x, 2, False, False, scale_factor=scale_factor)
-    assert rel_err(run(v, x, 2, scale_factor=scale_factor), ref) <= TOL
 
 
 @pytest.mark.parametrize("channels", [1, 2, 3])

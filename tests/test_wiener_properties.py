@@ -1,18 +1,44 @@
-"""Properties every Wiener-EM backend must have (torch `wiener` and the numba backend of `wiener_blocks`), on
-STFT-layout problems `(nb_frames, nb_bins, nb_channels[, nb_sources])`; each test runs once per backend."""
+"""What every Wiener-EM backend (torch `wiener`, the numba backend of `wiener_blocks`) must do, on STFT-layout
+problems `(nb_frames, nb_bins, nb_channels[, nb_sources])`: match norbert 0.2.1, and the EM's properties. Each test
+runs once per backend."""
 
 import itertools
 
 import numpy as np
 import pytest
 
-from tests.wiener_reference import RUNNERS, make_inputs, rel_err
+from tests.wiener_reference import GRID, GRID_IDS, RUNNERS, TOL, make_inputs, norbert_wiener, rel_err
 
 
 @pytest.fixture(params=sorted(RUNNERS))
 def run(request):
     """The backend's runner: numpy in, numpy out."""
     return RUNNERS[request.param]
+
+
+@pytest.mark.parametrize("iterations,softmask,residual,channels,sources", GRID, ids=GRID_IDS)
+def test_matches_norbert(run, iterations, softmask, residual, channels, sources):
+    v, x = make_inputs(100 + sources * 7 + channels, nb_channels=channels, nb_sources=sources)
+    ref = norbert_wiener(v, x, iterations, softmask, residual)
+    out = run(v, x, iterations, softmask, residual)
+    assert out.shape == ref.shape == (16, 5, channels, sources + residual) and out.dtype == ref.dtype
+    assert rel_err(out, ref) <= TOL
+
+
+@pytest.mark.parametrize("softmask", [False, True])
+def test_three_channels_and_mono_targets_match_norbert(run, softmask):
+    """The general-channel path (solve) and one-channel target spectrograms broadcast over the mixture."""
+    v, x = make_inputs(7, nb_channels=3, nb_sources=2)
+    assert rel_err(run(v, x, 2, softmask, True), norbert_wiener(v, x, 2, softmask, True)) <= TOL
+    v, x = make_inputs(8, nb_channels=2, nb_sources=3, target_channels=1)
+    assert rel_err(run(v, x, 1, softmask), norbert_wiener(v, x, 1, softmask, False)) <= TOL
+
+
+@pytest.mark.parametrize("scale_factor", [0.5, 2.0, 1e9])
+def test_scale_factor_matches_norbert(run, scale_factor):
+    v, x = make_inputs(9, nb_sources=4)
+    ref = norbert_wiener(v, x, 2, False, False, scale_factor=scale_factor)
+    assert rel_err(run(v, x, 2, scale_factor=scale_factor), ref) <= TOL
 
 
 @pytest.mark.parametrize("channels", [1, 2, 3])
