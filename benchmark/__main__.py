@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "wiener": ("benchmark.wiener_speed", "Wiener-EM on sliCQ-sized inputs: torch vs numba"),
     "separator": ("benchmark.separator_speed", "separation time and peak memory of xumx-sliCQ, file to file"),
     "loss": ("benchmark.loss_cost", "training step cost with and without the time-domain SI-SDR term"),
+    "training-ops": ("benchmark.training_ops", "operators and time of a training step: per-block vs fused blocks"),
     "data": ("benchmark.data_throughput", "training data loader throughput (samples/s)"),
     "evaluate": ("benchmark.evaluate", "museval BSS-eval + MDX SDR of a folder of estimates"),
     "oracles": ("benchmark.oracles", "oracle estimates (IRM, mix-phase STFT/sliCQ) as ceilings and floors"),

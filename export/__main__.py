@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--audio-root", default="data/test", help="demo songs folder, <root>/*/mixture.wav (data/test)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for torch, numba and onnxruntime (default: torch's default)")
+    p.add_argument("--fused", action="store_true",
+                   help="export the fused network (buckets of grouped convolutions, xumx_slicq.fused) instead of "
+                        "one graph per block; the parity check still compares with the per-block model (default off)")
     g = p.add_argument_group("profile")
     g.add_argument("--profile", action="store_true", help="profile separation instead of only exporting")
     g.add_argument("--audio", default=None, help="audio file to profile on (default: --seconds of the demo songs)")
@@ -141,6 +144,8 @@ def main(argv=None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         try:
+            if args.fused:
+                model.set_fused(True)
             if not args.profile:
                 meta = export_model(model, out, **export_opts)
                 print(f"wrote {out / 'xumx_slicq.onnx'} ({meta['onnx_bytes'] / 2**20:.1f} MiB, opset {meta['opset']}, "

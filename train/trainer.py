@@ -61,6 +61,8 @@ class SliCQTask:
         slicq_config = dict(scale=args.fscale, fbins=args.fbins, fmin=args.fmin, fmax=args.fmax,
                             sllen=args.sllen, trlen=args.trlen)
         self.model = XUMXSliCQ(slicq_config=slicq_config, targets=args.targets, bandwidth=args.bandwidth).to(device)
+        if getattr(args, "fused", False):  # same parameters and checkpoint, fewer operators (xumx_slicq.fused)
+            self.model.set_fused(True, args.fused_max_padding)
         self.slicqt = SliCQT(**self.model.slicq_config).to(device)
         mcoef = 0.1 if args.mcoef is None else args.mcoef
         self.loss = MultiDomainLoss(self.slicqt, mcoef=mcoef, time_domain=mcoef > 0)
@@ -309,6 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(xumx-slicq only; default %(default)s)")
     g.add_argument("--mcoef", type=float, default=None,
                    help="weight of the time-domain loss (default 0.1 for xumx-slicq, 10 for xumx; 0 disables)")
+    g.add_argument("--fused", action=argparse.BooleanOptionalAction, default=False,
+                   help="xumx-slicq only: run the learned blocks as buckets of grouped convolutions "
+                        "(xumx_slicq.fused; same weights and checkpoint, far fewer operators; default off)")
+    g.add_argument("--fused-max-padding", type=float, default=1.25,
+                   help="with --fused: bound on a bucket's padded over real work (default %(default)s)")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=1000, help="most epochs to run (default %(default)s)")

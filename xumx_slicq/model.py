@@ -118,15 +118,28 @@ def transposed_conv_as_conv(x: Tensor, layer: nn.ConvTranspose2d) -> Tensor:
     """
     if tuple(layer.stride) != (1, 1) or tuple(layer.padding) != (0, 0) or tuple(layer.output_padding) != (0, 0):
         return layer(x)
-    kh, kw = layer.kernel_size
-    dh, dw = layer.dilation
-    g = layer.groups
-    cin, cout_g = layer.weight.shape[:2]
+    return transposed_conv2d_as_conv(x, layer.weight, layer.bias, tuple(layer.dilation), layer.groups)
+
+
+def transposed_conv2d_as_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], dilation: Tuple[int, int],
+                              groups: int) -> Tensor:
+    """``F.conv_transpose2d(x, weight, bias, dilation=dilation, groups=groups)`` (stride 1, no padding) computed
+    as a ``conv2d`` of the zero-padded input with the flipped, in/out-swapped kernel.
+
+    Args:
+        x: ``(nb_samples, in_channels, H, W)``.
+        weight: transposed-convolution weight ``(in_channels, out_channels / groups, kh, kw)``.
+    Returns:
+        ``(nb_samples, out_channels, H + dh (kh - 1), W + dw (kw - 1))``.
+    """
+    cin, cout_g, kh, kw = weight.shape
+    dh, dw = dilation
+    g = groups
     # (cin, cout/g, kh, kw) -> per group swap in/out -> (cout, cin/g, kh, kw), kernel flipped in both axes
-    w = layer.weight.reshape(g, cin // g, cout_g, kh, kw).transpose(1, 2).reshape(g * cout_g, cin // g, kh, kw)
+    w = weight.reshape(g, cin // g, cout_g, kh, kw).transpose(1, 2).reshape(g * cout_g, cin // g, kh, kw)
     w = w.flip(-1, -2)
     x = F.pad(x, (dw * (kw - 1), dw * (kw - 1), dh * (kh - 1), dh * (kh - 1)))  # full padding
-    return F.conv2d(x, w, layer.bias, dilation=layer.dilation, groups=g)
+    return F.conv2d(x, w, bias, dilation=dilation, groups=g)
 
 
 class BlockNet(nn.Module):
@@ -282,6 +295,40 @@ class XUMXSliCQ(nn.Module):
             nets.append(BlockNet(blk.nb_bins, len(targets), self.nb_channels, self.hidden_channels, kernel,
                                  self.dilation))
         self.nets = nn.ModuleList(nets)
+        self._fused = None  # xumx_slicq.fused.FusedBlocks when set_fused(True); never in the state_dict or config
+
+    # ------------------------------------------------------------------------------------------ fused execution
+    def set_fused(self, enabled: bool = True, max_padding: Optional[float] = None) -> "XUMXSliCQ":
+        """Run the learned blocks as buckets of grouped convolutions (:mod:`xumx_slicq.fused`) instead of one
+        network per block: the same parameters, state_dict and results (within float rounding), far fewer
+        operators. Not part of :meth:`get_config` or the checkpoint; off by default.
+
+        Args:
+            enabled: fused (True) or per-block (False) execution.
+            max_padding: bucket bound, padded over real work (default ``fused.DEFAULT_MAX_PADDING``).
+        Returns:
+            the model (for chaining).
+        """
+        if not enabled:
+            self._fused = None
+            return self
+        from .fused import DEFAULT_MAX_PADDING, FusedBlocks
+
+        learned_t = [b.T for b, learn in zip(self.blocks, self.learned) if learn]
+        self._fused = FusedBlocks(self.nets, learned_t, DEFAULT_MAX_PADDING if max_padding is None else max_padding)
+        return self
+
+    @property
+    def fused(self) -> Optional[Any]:
+        """The :class:`xumx_slicq.fused.FusedBlocks` plan in use, or None (per-block execution)."""
+        return self._fused
+
+    def learned_masks(self, mags: Sequence[Tensor]) -> List[Tensor]:
+        """Masks of the learned blocks only, ``(nb_samples, nb_targets, nb_channels, nb_bins_b, nb_slices, T_b)``
+        each, from their magnitudes ``(nb_samples, nb_channels, nb_bins_b, nb_slices, T_b)`` (fused or per block)."""
+        if self._fused is not None:
+            return self._fused.masks(self.nets, mags)
+        return [net(x) for net, x in zip(self.nets, mags)]
 
     # ------------------------------------------------------------------------------------------ description
     def get_config(self) -> Dict[str, Any]:
@@ -355,10 +402,10 @@ class XUMXSliCQ(nn.Module):
         """
         self._check(blocks)
         out = []
-        nets = iter(self.nets)
+        learned = iter(self.learned_masks([x for x, learn in zip(blocks, self.learned) if learn]))
         for x, learn in zip(blocks, self.learned):
             if learn:
-                out.append(next(nets)(x))
+                out.append(next(learned))
             else:
                 # mask 1 for every target: (nb_samples, nb_targets, nb_channels, nb_bins_b, nb_slices, T_b)
                 out.append(x.new_ones((x.shape[0], self.nb_targets, *x.shape[1:])))
@@ -377,9 +424,24 @@ class XUMXSliCQ(nn.Module):
             passed-through blocks: the mixture magnitude for every target); with ``return_masks``,
             ``(estimates, masks)``.
         """
-        masks = self.masks(blocks)
-        # unsqueeze(1): the mixture broadcasts over the target axis
-        estimates = [m * x.unsqueeze(1) for m, x in zip(masks, blocks)]
+        if self._fused is None:
+            masks = self.masks(blocks)
+            # unsqueeze(1): the mixture broadcasts over the target axis
+            estimates = [m * x.unsqueeze(1) for m, x in zip(masks, blocks)]
+            return (estimates, masks) if return_masks else estimates
+        # fused: the learned blocks' estimates come out of their buckets
+        self._check(blocks)
+        learned_masks, learned_est = self._fused.run(self.nets, [x for x, learn in zip(blocks, self.learned) if learn])
+        lm, le = iter(learned_masks), iter(learned_est)
+        masks, estimates = [], []
+        for x, learn in zip(blocks, self.learned):
+            if learn:
+                masks.append(next(lm))
+                estimates.append(next(le))
+            else:
+                # mask 1: (nb_samples, nb_targets, nb_channels, nb_bins_b, nb_slices, T_b); the mixture broadcasts
+                masks.append(x.new_ones((x.shape[0], self.nb_targets, *x.shape[1:])))
+                estimates.append(masks[-1] * x.unsqueeze(1))
         return (estimates, masks) if return_masks else estimates
 
     # ------------------------------------------------------------------------------------------ input scaler

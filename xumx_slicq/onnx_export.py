@@ -58,10 +58,11 @@ class MaskGraph(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.nets = model.nets
+        self.model = model
 
     def forward(self, *mags: Tensor) -> Tuple[Tensor, ...]:
-        return tuple(net(x) for net, x in zip(self.nets, mags))
+        # per block, or the buckets of a fused model (model.set_fused)
+        return tuple(self.model.learned_masks(list(mags)))
 
 
 def learned_blocks(model: nn.Module) -> List[Any]:
@@ -163,10 +164,16 @@ def check_parity(model: nn.Module, onnx_path: PathLike, audio: Tensor, threads: 
     from .transforms import SliCQT
 
     slicqt = SliCQT(**model.slicq_config)
+    fused = getattr(model, "fused", None)
     with torch.no_grad():
         mags = [b.abs() for b in slicqt(audio.float())]
-        ref_masks = model.masks(mags)
-        ref_est = model(mags)
+        if fused is not None:  # the reference is always the per-block network
+            model.set_fused(False)
+        try:
+            ref_masks = model.masks(mags)
+            ref_est = model(mags)
+        finally:
+            model._fused = fused
     net = OnnxNetwork(onnx_path, device="cpu", threads=threads)
     masks = net.masks(mags)
     est = net(mags)
@@ -245,6 +252,7 @@ def _export_and_check(model: nn.Module, final: pathlib.Path, tmp: pathlib.Path, 
             "blocks": blocks,
             "graph_ops": dict(sorted(ops.items())),
             "model_config": model.get_config(),
+            "fused": getattr(model, "fused", None) is not None,
             "weights_sha256": weights_digest(model),
         }
         # the parity check reads the sidecar through the backend: write a provisional one next to the temp file
