@@ -137,7 +137,7 @@ def test_macs_real_count_matches_the_flop_counter():
 def test_default_model_eval_and_train_equal_per_block():
     ref, fused = pair()
     assert fused.state_dict().keys() == ref.state_dict().keys()
-    mags = magnitudes(ref, 2, 2 * 44100)
+    mags = magnitudes(ref, 1, 44100)  # one 1 s item: the default model is large, float64 gradients are slow
     check_eval(ref, fused, mags)
     check_train(ref, fused, mags)
 
