@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import xumx_slicq
+from xumx_slicq.audio import mdx_sdr as sdr
 from train.synthesis import render_song
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,11 +24,6 @@ SEED, INDEX, SECONDS = 2026, 0, 5.0  # the first song of the demo set's seed (sc
 MEAN_MARGIN_DB = 3.0
 #: and every single target must beat its own floor by this much (catches targets in the wrong order)
 TARGET_MARGIN_DB = 1.0
-
-
-def sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """MDX-21 global SDR in dB over all samples and channels."""
-    return float(10 * np.log10((np.sum(reference**2) + 1e-7) / (np.sum((reference - estimate) ** 2) + 1e-7)))
 
 
 @pytest.fixture(scope="module")
