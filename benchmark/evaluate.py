@@ -46,31 +46,14 @@ from benchmark.common import (
     track_names,
 )
 from xumx_slicq import files
+from xumx_slicq.audio import MDX_EPS, mdx_sdr  # noqa: F401 - the core's MDX SDR (also the int8 gate's)
 
 METRICS = ("SDR", "SIR", "SAR", "ISR")
-MDX_EPS = 1e-7
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Scores
 # --------------------------------------------------------------------------------------------------------------
-
-
-def mdx_sdr(reference: np.ndarray, estimate: np.ndarray, eps: float = MDX_EPS) -> float:
-    """MDX-2021 global SDR of one source in dB.
-
-    Args:
-        reference, estimate: arrays of the same shape, e.g. ``(nb_timesteps, nb_channels)``.
-    Returns:
-        ``10 log10((sum reference^2 + eps) / (sum (reference - estimate)^2 + eps))`` over every element.
-    """
-    reference = np.asarray(reference, dtype=np.float64)
-    estimate = np.asarray(estimate, dtype=np.float64)
-    if reference.shape != estimate.shape:
-        raise ValueError(f"mdx_sdr: reference {reference.shape} and estimate {estimate.shape} differ in shape")
-    num = np.sum(reference**2) + eps
-    den = np.sum((reference - estimate) ** 2) + eps
-    return float(10.0 * np.log10(num / den))
 
 
 def bss_eval_track(references: np.ndarray, estimates: np.ndarray, track: str, targets: Sequence[str],

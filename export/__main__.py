@@ -18,6 +18,18 @@ stage of separation (forward sliCQ, network torch vs onnxruntime, Wiener-EM torc
 full path, prints a table and writes ``<output>/profile.json``, ``<output>/profile.txt`` and a stage-time figure
 ``<output>/profile.png`` (one stacked bar per path: forward sliCQ, network, Wiener-EM, inverse).
 
+int8 (a gated, quantized network next to the weights)::
+
+    python -m export --model pretrained-model --output pretrained-model --int8
+
+uses the float32 export of the weights (``<model>/xumx_slicq.onnx`` when current, else the per-machine cache,
+exported there first), folds its constants, calibrates on training audio (``--calibration``, default
+data/calib: its train split), quantizes it (``xumx_slicq.quantize.DEFAULT_CONFIG`` unless ``--quant-config``)
+and runs the quality gate: every ``--gate-root`` set is separated with the float32 and the int8 network
+(Wiener-EM 1 iteration) and scored (MDX SDR, mean over songs). ``<output>/xumx_slicq_int8.onnx`` + its
+``.json`` sidecar are written only if the loss is at most ``--gate-threshold`` dB on every set; otherwise the
+command prints the figures and exits with status 1. Takes several minutes on the default model.
+
 ``--model random`` uses the default architecture with random weights (seed 0): same cost as a trained model.
 """
 
@@ -68,7 +80,57 @@ def _parser() -> argparse.ArgumentParser:
                         "profile into two shorter runs)")
     g.add_argument("--fresh-numba-cache", action="store_true",
                    help="empty numba cache, so the numba first call measures a cold compile")
+    q = p.add_argument_group("int8")
+    q.add_argument("--int8", action="store_true",
+                   help="build the gated int8 network <output>/xumx_slicq_int8.onnx instead of the float32 export")
+    q.add_argument("--calibration", default="data/calib",
+                   help="calibration audio: a MUSDB18-HQ-layout root (its train split) or a folder named train "
+                        "(default data/calib); never a test split")
+    q.add_argument("--calib-seconds", type=float, default=6.0, help="calibration chunk length in seconds (6)")
+    q.add_argument("--calib-chunks", type=int, default=5, help="calibration chunks per training track (5)")
+    q.add_argument("--gate-root", nargs="+", default=["data/gpu/test", "data/test"],
+                   help="song sets of the quality gate, <root>/<song>/{mixture,<targets>}.wav "
+                        "(default data/gpu/test data/test)")
+    q.add_argument("--gate-threshold", type=float, default=0.1,
+                   help="largest accepted mean MDX SDR loss (float32 minus int8) in dB on every set (0.1)")
+    q.add_argument("--gate-wiener", choices=("torch", "numba"), default="numba",
+                   help="Wiener-EM backend of the gate's separations, 1 iteration (numba)")
+    q.add_argument("--quant-config", default=None,
+                   help="JSON object overriding keys of xumx_slicq.quantize.DEFAULT_CONFIG, e.g. "
+                        "'{\"quant_format\": \"QOperator\"}' (default: none)")
     return p
+
+
+def _int8(args, model, model_dir: str, export_opts, threads: int) -> int:
+    """``--int8``: float32 export (found or made), quantization, gate; 0 written, 1 refused, 2 bad input."""
+    from xumx_slicq.backends import onnx_for_model
+    from xumx_slicq.quantize import GateError, build_int8
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    try:
+        config = json.loads(args.quant_config) if args.quant_config else None
+    except json.JSONDecodeError as exc:
+        print(f"error: --quant-config is not JSON: {exc}", file=sys.stderr)
+        return 2
+    if config is not None and not isinstance(config, dict):
+        print("error: --quant-config must be a JSON object", file=sys.stderr)
+        return 2
+    log(f"int8: finding or exporting the float32 network of {model_dir} (an export takes minutes)")
+    float_path = onnx_for_model(model, model_dir, export=True, **export_opts)
+    log(f"int8: float32 network {float_path}")
+    try:
+        meta = build_int8(model, args.output, float_path, args.calibration, args.gate_root, config,
+                          args.gate_threshold, args.calib_seconds, args.calib_chunks, args.gate_wiener, threads,
+                          log)
+    except GateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for root, s in meta["gate"]["sets"].items():
+        print(f"gate {root}: float32 {s['float32_mean_sdr']:.3f} dB, int8 {s['int8_mean_sdr']:.3f} dB, "
+              f"loss {s['loss_db']:+.3f} dB over {s['songs']} songs")
+    return 0
 
 
 def _load(model_arg, tmp: str):
@@ -146,6 +208,8 @@ def main(argv=None) -> int:
         try:
             if args.fused:
                 model.set_fused(True)
+            if args.int8:
+                return _int8(args, model, model_dir, export_opts, threads)
             if not args.profile:
                 meta = export_model(model, out, **export_opts)
                 print(f"wrote {out / 'xumx_slicq.onnx'} ({meta['onnx_bytes'] / 2**20:.1f} MiB, opset {meta['opset']}, "

@@ -15,6 +15,15 @@ torch.set_num_threads(int(os.environ.get("XUMX_TEST_THREADS", "1")))
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_backend_cache(tmp_path_factory):
+    """The per-machine cache (ONNX exports, backend="auto" choices) of the tests lives in a temporary folder,
+    so a user's cached files never change what a test measures or picks (tests may still set their own)."""
+    if "XUMX_SLICQ_CACHE" not in os.environ:
+        os.environ["XUMX_SLICQ_CACHE"] = str(tmp_path_factory.mktemp("xumx_cache"))
+    yield
+
+
 @pytest.fixture
 def umask_022():
     """Run the test under umask 022: a file written with the umask's mode is 0o644 (mkstemp alone gives 0o600)."""

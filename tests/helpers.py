@@ -38,3 +38,13 @@ def randomise_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
             m.running_var.uniform_(0.5, 2.0)
             m.weight.data.uniform_(0.5, 1.5)
     return model.eval()
+
+
+def tiny_model(seed: int = 0) -> torch.nn.Module:
+    """A tiny xumx-sliCQ (Bark-12: 9 blocks, 8 learned; thin layers) with non-trivial BatchNorm statistics so the
+    masks vary: exports in seconds, same layers per block as the default."""
+    from xumx_slicq.model import XUMXSliCQ
+    from xumx_slicq.transforms import SliCQT
+
+    torch.manual_seed(seed)
+    return randomise_batchnorm(XUMXSliCQ(slicq_config=SliCQT(fbins=12).config, hidden_channels=(4, 6)))

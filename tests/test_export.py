@@ -13,9 +13,8 @@ import pytest
 import torch
 
 from export.__main__ import main as export_main
-from tests.helpers import randomise_batchnorm
+from tests.helpers import tiny_model
 from xumx_slicq.checkpoint import save_model
-from xumx_slicq.model import XUMXSliCQ
 from xumx_slicq.onnx_backend import (ONNX_NAME, OnnxNetwork, choose_providers, file_digest, is_current, read_sidecar,
                                      session_options, sidecar_path, weights_digest)
 from xumx_slicq.onnx_export import (MaskGraph, ParityError, dummy_inputs, export_model, input_names, load_or_export,
@@ -24,12 +23,6 @@ from xumx_slicq.separator import Separator, load_separator
 from xumx_slicq.transforms import SliCQT
 
 SR = 44100
-
-
-def tiny_model(seed=0):
-    """Few blocks and channels, non-trivial BatchNorm statistics so the masks vary."""
-    torch.manual_seed(seed)
-    return randomise_batchnorm(XUMXSliCQ(slicq_config=SliCQT(fbins=12).config, hidden_channels=(4, 6)))
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import xumx_slicq
+from xumx_slicq.audio import mdx_sdr as sdr
 from train.synthesis import render_song
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,11 +24,6 @@ SEED, INDEX, SECONDS = 2026, 0, 5.0  # the first song of the demo set's seed (sc
 MEAN_MARGIN_DB = 3.0
 #: and every single target must beat its own floor by this much (catches targets in the wrong order)
 TARGET_MARGIN_DB = 1.0
-
-
-def sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """MDX-21 global SDR in dB over all samples and channels."""
-    return float(10 * np.log10((np.sum(reference**2) + 1e-7) / (np.sum((reference - estimate) ** 2) + 1e-7)))
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +50,19 @@ def test_shipped_model_separates_a_song(song):
     assert np.mean(list(estimate.values())) > np.mean(list(floor.values())) + MEAN_MARGIN_DB, report
     for name in TARGETS:
         assert estimate[name] > floor[name] + TARGET_MARGIN_DB, report
+
+
+def test_shipped_int8_network_is_gated_for_the_shipped_weights():
+    """The shipped int8 file belongs to the shipped weights (both digests), passed its quality gate on both sets,
+    and the model folder stays small."""
+    from xumx_slicq.checkpoint import load_model
+    from xumx_slicq.quantize import DEFAULT_THRESHOLD_DB, INT8_NAME, gate_status
+    from xumx_slicq.onnx_backend import read_sidecar
+
+    folder = ROOT / "pretrained-model"
+    model, _ = load_model(folder, arch="xumx-slicq")
+    assert gate_status(folder / INT8_NAME, model) == (True, "gated")
+    gate = read_sidecar(folder / INT8_NAME)["gate"]
+    assert gate["threshold_db"] == DEFAULT_THRESHOLD_DB and len(gate["sets"]) == 2
+    assert all(s["passed"] and s["loss_db"] <= gate["threshold_db"] for s in gate["sets"].values())
+    assert (folder / INT8_NAME).stat().st_size < 10 * 2**20 and (folder / "xumx_slicq.pth").stat().st_size < 30e6

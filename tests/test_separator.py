@@ -226,7 +226,7 @@ def test_wiener_backend_numba_uses_the_block_kernel(model, monkeypatch):
 def test_backend_arguments_are_checked(model):
     with pytest.raises(ValueError, match="backend must be"):
         Separator(model, backend="tensorrt")
-    assert Separator(model).backend == "torch" and Separator(model).network is None  # default: torch
+    assert Separator(model).backend == "torch" and Separator(model).network is None  # default auto, no ONNX: torch
 
     class NotSlicq(torch.nn.Module):
         targets = ("a",)

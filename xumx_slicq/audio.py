@@ -1,5 +1,5 @@
-"""Audio helpers shared by the separator and the apps: resampling, and the demo signal the export's parity
-check, the profile and the speed benchmarks run on."""
+"""Audio helpers shared by the separator and the apps: resampling, the MDX SDR score (benchmarks, the int8
+quality gate), and the demo signal the export's parity check, the profile and the speed benchmarks run on."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 
 PathLike = Union[str, os.PathLike]
 
-__all__ = ["resample", "demo_signal", "demo_audio"]
+__all__ = ["resample", "mdx_sdr", "demo_signal", "demo_audio"]
 
 
 def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
@@ -27,6 +27,27 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 
     g = math.gcd(int(rate_in), int(rate_out))
     return resample_poly(audio, rate_out // g, rate_in // g, axis=0).astype(np.float32)
+
+
+#: the MDX-2021 score's epsilon
+MDX_EPS = 1e-7
+
+
+def mdx_sdr(reference: np.ndarray, estimate: np.ndarray, eps: float = MDX_EPS) -> float:
+    """MDX-2021 global SDR of one source in dB.
+
+    Args:
+        reference, estimate: arrays of the same shape, e.g. ``(nb_timesteps, nb_channels)``.
+    Returns:
+        ``10 log10((sum reference^2 + eps) / (sum (reference - estimate)^2 + eps))`` over every element.
+    """
+    reference = np.asarray(reference, dtype=np.float64)
+    estimate = np.asarray(estimate, dtype=np.float64)
+    if reference.shape != estimate.shape:
+        raise ValueError(f"mdx_sdr: reference {reference.shape} and estimate {estimate.shape} differ in shape")
+    num = np.sum(reference**2) + eps
+    den = np.sum((reference - estimate) ** 2) + eps
+    return float(10.0 * np.log10(num / den))
 
 
 #: sample rate of the demo signal

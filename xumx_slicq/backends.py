@@ -2,7 +2,9 @@
 ``backend="auto"`` / ``wiener="auto"``.
 
 * :func:`onnx_for_model`: an ONNX export of exactly these weights (next to them, or in the per-machine cache);
-* :func:`measure_backends`: time the network (torch vs ONNX Runtime) and Wiener-EM (torch vs numba) on noise;
+* :func:`int8_for_model`: the gated int8 network next to the weights (:mod:`xumx_slicq.quantize`), or why not;
+* :func:`measure_backends`: time the network (torch vs the ONNX Runtime graphs: float32, int8) and Wiener-EM
+  (torch vs numba) on noise;
 * :func:`choose_backends`: the fastest of each, measured once per machine, architecture and options, cached in
   ``<cache_dir>/backend_choice.json``.
 
@@ -19,7 +21,7 @@ import os
 import pathlib
 import platform
 import time
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numba
 import torch
@@ -62,6 +64,33 @@ def onnx_for_model(model: nn.Module, model_dir: Optional[PathLike] = None, expor
     return path
 
 
+def int8_for_model(model: nn.Module, model_dir: Optional[PathLike] = None, int8_path: Optional[PathLike] = None
+                   ) -> Tuple[Optional[pathlib.Path], str]:
+    """The gated int8 network of ``model``: ``int8_path``, else ``<model_dir>/xumx_slicq_int8.onnx``.
+
+    Returns ``(path, "gated")`` when the file's sidecar says the quality gate passed and its digests match the
+    weights and the file (:func:`xumx_slicq.quantize.gate_status`); ``(None, reason)`` otherwise, ``reason``
+    ``"absent"`` when there is no file to look at.
+    """
+    from .quantize import INT8_NAME, gate_status
+
+    if int8_path is None:
+        if model_dir is None or not (pathlib.Path(model_dir) / INT8_NAME).exists():
+            return None, "absent"
+        int8_path = pathlib.Path(model_dir) / INT8_NAME
+    ok, reason = gate_status(int8_path, model)
+    return (pathlib.Path(int8_path), reason) if ok else (None, reason)
+
+
+def _onnx_candidates(onnx_path: Union[None, PathLike, Mapping[str, PathLike]]) -> Dict[str, PathLike]:
+    """``{network backend: ONNX file}`` from one float32 file (``"onnxruntime"``) or a mapping."""
+    if onnx_path is None:
+        return {}
+    if isinstance(onnx_path, Mapping):
+        return dict(onnx_path)
+    return {"onnxruntime": onnx_path}
+
+
 def machine_fingerprint() -> Dict[str, Any]:
     """What makes timings comparable: host, CPU model, cores, threads, library versions, GPU driver."""
     cpu = platform.processor() or platform.machine()
@@ -89,10 +118,14 @@ def _choice_key(model: nn.Module, options: Dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def measure_backends(model: nn.Module, onnx_path: Optional[PathLike], niter: int, softmask: bool = False,
-                     residual: bool = False, seconds: float = 12.0, wiener_candidates: Sequence[str] = ("torch",
-                     "numba"), onnx_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Time the network (torch vs onnxruntime) and Wiener-EM (torch vs numba) on ``seconds`` of audio.
+def measure_backends(model: nn.Module, onnx_path: Union[None, PathLike, Mapping[str, PathLike]], niter: int,
+                     softmask: bool = False, residual: bool = False, seconds: float = 12.0,
+                     wiener_candidates: Sequence[str] = ("torch", "numba"),
+                     onnx_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Time the network (torch vs each ONNX file) and Wiener-EM (torch vs numba) on ``seconds`` of audio.
+
+    ``onnx_path``: one float32 file (timed as ``"onnxruntime"``) or ``{backend: file}`` (``"onnxruntime"``,
+    ``"onnxruntime-int8"``); None: torch only.
 
     Each figure is the best wall time of 2 calls after a warm-up call (:func:`xumx_slicq.timing.time_calls`).
     The two stages are independent, so the fastest combination is the fastest of each. Returns
@@ -108,9 +141,9 @@ def measure_backends(model: nn.Module, onnx_path: Optional[PathLike], niter: int
         mix = slicqt(x)
         mags = [b.abs() for b in mix]
         network: Dict[str, float] = {"torch": time_calls(lambda: model(mags)).best_s}
-        if onnx_path is not None:
-            net = OnnxNetwork(onnx_path, **(onnx_options or {}))
-            network["onnxruntime"] = time_calls(lambda: net(mags)).best_s
+        for name, path in _onnx_candidates(onnx_path).items():
+            net = OnnxNetwork(path, **(onnx_options or {}))
+            network[name] = time_calls(lambda net=net: net(mags)).best_s
         wiener: Dict[str, float] = {}
         if niter > 0:
             est = model(mags)
@@ -121,14 +154,17 @@ def measure_backends(model: nn.Module, onnx_path: Optional[PathLike], niter: int
     return {"network": network, "wiener": wiener, "best": best, "seconds": seconds}
 
 
-def choose_backends(model: nn.Module, onnx_path: Optional[PathLike], niter: int, softmask: bool, residual: bool,
-                    wiener: str, refresh: bool = False, onnx_options: Optional[Dict[str, Any]] = None
-                    ) -> Dict[str, Any]:
+def choose_backends(model: nn.Module, onnx_path: Union[None, PathLike, Mapping[str, PathLike]], niter: int,
+                    softmask: bool, residual: bool, wiener: str, refresh: bool = False,
+                    onnx_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The measured fastest ``{"network": ..., "wiener": ...}`` for this machine, cached in
-    ``<cache_dir>/backend_choice.json`` (keyed by machine fingerprint, architecture and options)."""
+    ``<cache_dir>/backend_choice.json`` (keyed by machine fingerprint, architecture, options and the candidate
+    network backends; ``onnx_path`` as in :func:`measure_backends`). The first measurement is logged (WARNING,
+    so it shows without any logging setup) before it starts: it takes seconds to a minute."""
     candidates = ("torch", "numba") if wiener == "auto" else (wiener,)
+    networks = sorted(_onnx_candidates(onnx_path))
     options = {"niter": niter, "softmask": softmask, "residual": residual, "wiener": list(candidates),
-               "onnx": onnx_path is not None, "onnx_options": dict(onnx_options or {})}
+               "onnx": networks, "onnx_options": dict(onnx_options or {})}
     key = _choice_key(model, options)
     path = cache_dir() / "backend_choice.json"
     try:
@@ -139,6 +175,9 @@ def choose_backends(model: nn.Module, onnx_path: Optional[PathLike], niter: int,
         cache = {}
     if not refresh and key in cache:
         return cache[key]
+    log.warning("measuring the network backends %s%s once on this machine (12 s of noise, a few seconds to a "
+                "minute; the choice is cached in %s)", ["torch", *networks],
+                f" and Wiener-EM {list(candidates)}" if niter > 0 and len(candidates) > 1 else "", path)
     found = measure_backends(model, onnx_path, niter, softmask, residual,
                              wiener_candidates=candidates if niter > 0 else (), onnx_options=onnx_options)
     found["machine"] = machine_fingerprint()
@@ -148,6 +187,6 @@ def choose_backends(model: nn.Module, onnx_path: Optional[PathLike], niter: int,
         write_json(path, cache)
     except OSError as exc:  # a read-only home must not stop separation
         log.warning("cannot cache the backend choice in %s: %s", path, exc)
-    log.info("backend='auto': network %s, Wiener-EM %s (measured: %s)", found["best"]["network"],
+    log.warning("backend='auto': network %s, Wiener-EM %s (measured, s: %s)", found["best"]["network"],
              found["best"]["wiener"], {k: found[k] for k in ("network", "wiener")})
     return found

@@ -145,9 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--wiener", choices=("auto", "numba", "torch", "off"), default="auto",
                    help="Wiener-EM implementation (default auto: numba first, torch if it fails; with a budget the "
                         "cheaper measured one)")
-    g.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
-                   help="network backend (default auto: ONNX Runtime when an ONNX file of the weights exists and "
-                        "measures faster, else torch)")
+    g.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "onnxruntime-int8"), default="auto",
+                   help="network backend (default auto: the fastest on this machine of torch, the float32 ONNX file "
+                        "and the gated int8 ONNX file when they exist next to the weights, measured on first use "
+                        "and cached; onnxruntime-int8 needs the gated xumx_slicq_int8.onnx)")
     g.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default cpu)")
     g.add_argument("--chunk-seconds", type=float, default=30.0,
                    help="longest piece separated at once; memory grows with it, not with the song (default 30)")

@@ -123,7 +123,8 @@ class Engine:
     Args:
         model_dir: saved model folder (None: the shipped ``pretrained-model/``).
         arch: architecture to pick in that folder (None: the preferred one present).
-        backend: ``torch``, ``onnxruntime`` or ``auto`` (passed to ``load_separator``; torch when it fails to load).
+        backend: ``torch``, ``onnxruntime``, ``onnxruntime-int8`` or ``auto`` (passed to ``load_separator``; torch
+            when it fails to load).
         niter: most Wiener-EM iterations to use.
         wiener: ``auto`` (numba or torch, whichever measures cheaper), ``numba``, ``torch`` or ``off``.
         device: torch device.

@@ -104,7 +104,7 @@ def kernel_for_block(
 
 
 def transposed_conv_as_conv(x: Tensor, layer: nn.ConvTranspose2d) -> Tensor:
-    """A stride-1, unpadded ``ConvTranspose2d`` computed as the equivalent ``Conv2d`` on a zero-padded input.
+    """A stride-1, unpadded ``ConvTranspose2d`` computed as the equivalent fully padded ``Conv2d``.
 
     Same result and the same parameters, but it runs on the fast convolution kernels: on CPU PyTorch's dilated
     transposed convolution falls back to a slow im2col path that was ~2/3 of the model's time and most of its
@@ -138,8 +138,8 @@ def transposed_conv2d_as_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor],
     # (cin, cout/g, kh, kw) -> per group swap in/out -> (cout, cin/g, kh, kw), kernel flipped in both axes
     w = weight.reshape(g, cin // g, cout_g, kh, kw).transpose(1, 2).reshape(g * cout_g, cin // g, kh, kw)
     w = w.flip(-1, -2)
-    x = F.pad(x, (dw * (kw - 1), dw * (kw - 1), dh * (kh - 1), dh * (kh - 1)))  # full padding
-    return F.conv2d(x, w, bias, dilation=dilation, groups=g)
+    # full padding, by the convolution itself (one Conv node with pads in an exported graph, no Pad node)
+    return F.conv2d(x, w, bias, padding=(dh * (kh - 1), dw * (kw - 1)), dilation=dilation, groups=g)
 
 
 class BlockNet(nn.Module):

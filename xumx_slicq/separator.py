@@ -30,7 +30,7 @@ from .transforms import SliCQT, mix_phase
 PathLike = Union[str, os.PathLike]
 SAMPLE_RATE = 44100
 WIENER_BACKENDS = ("torch", "numba", "off", "auto")
-NETWORK_BACKENDS = ("torch", "onnxruntime", "auto")
+NETWORK_BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "auto")
 log = logging.getLogger(__name__)
 
 
@@ -151,15 +151,19 @@ class Separator(nn.Module):
         chunk_seconds: output seconds per segment (memory grows with it, not with the song).
         context_seconds: extra input on each side of a segment and cross-fade length.
         device: where to run (default: the model's device).
-        backend: network backend: ``"torch"`` (default), ``"onnxruntime"`` (the exported graph, CUDA provider
-            when available, see :mod:`xumx_slicq.onnx_backend`) or ``"auto"`` (the faster of the two on this
-            machine, measured once and cached in ``~/.cache/xumx_slicq/backend_choice.json``; torch when no
-            ONNX file exists, as auto never exports). xumx-sliCQ only.
-        onnx_path: the ONNX file for ``onnxruntime``/``auto`` (default: ``model_dir``'s if it matches the weights,
-            else the cached one; ``onnxruntime`` exports it into the cache on first use).
-        model_dir: where the model came from (looked in for ``xumx_slicq.onnx``).
+        backend: network backend: ``"torch"``, ``"onnxruntime"`` (the float32 exported graph, CUDA provider when
+            available, see :mod:`xumx_slicq.onnx_backend`), ``"onnxruntime-int8"`` (the gated int8 graph next to
+            the weights, :mod:`xumx_slicq.quantize`) or ``"auto"`` (default: the fastest of torch and whichever
+            ONNX files exist - float32 next to the weights or cached, int8 only when gated - measured once per
+            machine and cached in ``~/.cache/xumx_slicq/backend_choice.json``; torch without measuring when
+            there is no ONNX file, as auto never exports). ONNX backends: xumx-sliCQ only.
+        onnx_path: the float32 ONNX file for ``onnxruntime``/``auto`` (default: ``model_dir``'s if it matches the
+            weights, else the cached one; ``onnxruntime`` exports it into the cache on first use).
+        model_dir: where the model came from (looked in for ``xumx_slicq.onnx`` and ``xumx_slicq_int8.onnx``).
         onnx_options: :class:`~xumx_slicq.onnx_backend.OnnxNetwork` options (``threads``, ``optimization``,
             ``io_binding``, ``parallel``, ``memory_arena``, ``device``).
+        int8_path: the int8 file for ``onnxruntime-int8``/``auto`` (default ``<model_dir>/xumx_slicq_int8.onnx``);
+            used only when gated (:func:`xumx_slicq.quantize.gate_status`).
 
     Attributes ``backend`` and ``wiener`` hold the resolved choices (never ``"auto"``); ``backend_timings``
     the measurement behind an ``"auto"`` choice.
@@ -178,10 +182,11 @@ class Separator(nn.Module):
         chunk_seconds: float = 30.0,
         context_seconds: float = 3.0,
         device: Optional[Union[str, torch.device]] = None,
-        backend: str = "torch",
+        backend: str = "auto",
         onnx_path: Optional[PathLike] = None,
         model_dir: Optional[PathLike] = None,
         onnx_options: Optional[Dict[str, Any]] = None,
+        int8_path: Optional[PathLike] = None,
     ):
         super().__init__()
         if wiener not in WIENER_BACKENDS:
@@ -198,14 +203,14 @@ class Separator(nn.Module):
         self.network: Optional[Callable[[List[Tensor]], List[Tensor]]] = None  # None: the torch model
         self.backend_timings: Optional[Dict[str, Any]] = None
         if backend != "torch" and not self.is_slicq:
-            if backend == "onnxruntime":
-                raise ValueError(f"backend='onnxruntime' exists for xumx-sliCQ only, not {type(model).__name__}")
+            if backend != "auto":
+                raise ValueError(f"backend={backend!r} exists for xumx-sliCQ only, not {type(model).__name__}")
             backend = "torch"  # auto: the baselines have one backend
         if self.wiener == "auto" and not self.is_slicq:
             self.wiener = "torch"
         self.backend = backend
-        if backend in ("onnxruntime", "auto") or self.wiener == "auto":
-            self._resolve_backends(onnx_path, model_dir, dict(onnx_options or {}), device)
+        if backend != "torch" or self.wiener == "auto":
+            self._resolve_backends(onnx_path, int8_path, model_dir, dict(onnx_options or {}), device)
         if self.is_slicq:
             self.slicqt = SliCQT(**model.slicq_config)
             hop = self.slicqt.sllen // 2  # segments aligned to the slice grid keep slices identical
@@ -219,15 +224,16 @@ class Separator(nn.Module):
         if device is not None:
             self.to(device)
 
-    def _resolve_backends(self, onnx_path, model_dir, onnx_options: Dict[str, Any], device) -> None:
+    def _resolve_backends(self, onnx_path, int8_path, model_dir, onnx_options: Dict[str, Any], device) -> None:
         """Load the ONNX network and/or measure what ``"auto"`` should pick (cached per machine)."""
         from .onnx_backend import OnnxNetwork
 
         if "device" not in onnx_options:  # follow the separator's device: CUDA provider only for a GPU run
             dev = torch.device(device) if device is not None else self.device
             onnx_options["device"] = "cuda" if dev.type == "cuda" else "cpu"
-        path = None
+        paths: Dict[str, pathlib.Path] = {}  # candidate network backend -> its ONNX file
         if self.backend in ("onnxruntime", "auto"):
+            path = None
             try:
                 # auto never exports (minutes of setup): it uses a shipped or cached ONNX file if there is one
                 path = pathlib.Path(onnx_path) if onnx_path is not None else backends.onnx_for_model(
@@ -235,22 +241,34 @@ class Separator(nn.Module):
             except Exception as exc:  # noqa: BLE001 - auto falls back, an explicit request fails loudly
                 if self.backend == "onnxruntime":
                     raise
-                log.warning("backend='auto': no ONNX network (%s); using torch", exc)
-            if path is None:
-                log.warning("backend='auto': no xumx_slicq.onnx for these weights (write one next to them with "
-                            "`python -m export --model DIR --output DIR`); the network runs in torch")
-        if self.backend == "auto" and path is None:
+                log.warning("backend='auto': no float32 ONNX network (%s)", exc)
+            if path is not None:
+                paths["onnxruntime"] = path
+            elif self.backend == "auto":
+                log.info("backend='auto': no float32 xumx_slicq.onnx for these weights (write one next to them "
+                         "with `python -m export --model DIR --output DIR`)")
+        if self.backend in ("onnxruntime-int8", "auto"):
+            path, reason = backends.int8_for_model(self.model, model_dir, int8_path)
+            if path is not None:
+                paths["onnxruntime-int8"] = path
+            elif self.backend == "onnxruntime-int8":
+                raise ValueError(f"backend='onnxruntime-int8' needs a gated int8 network: {reason} (build it with "
+                                 "`python -m export --model DIR --output DIR --int8`)")
+            elif int8_path is not None or reason != "absent":
+                log.warning("backend='auto': int8 network ignored: %s", reason)
+        if self.backend == "auto" and not paths:
             self.backend = "torch"  # nothing to choose from: no measurement
+            log.info("backend='auto': no ONNX network for these weights; the network runs in torch")
         if self.backend == "auto" or self.wiener == "auto":
-            choice = backends.choose_backends(self.model, path if self.backend == "auto" else None, self.niter,
-                                     self.softmask, self.residual, self.wiener, onnx_options=onnx_options)
+            choice = backends.choose_backends(self.model, paths if self.backend == "auto" else None, self.niter,
+                                              self.softmask, self.residual, self.wiener, onnx_options=onnx_options)
             self.backend_timings = choice
             if self.backend == "auto":
                 self.backend = choice["best"]["network"]
             if self.wiener == "auto":
                 self.wiener = choice["best"]["wiener"]
-        if self.backend == "onnxruntime":
-            self.network = OnnxNetwork(path, **onnx_options)
+        if self.backend in paths:
+            self.network = OnnxNetwork(paths[self.backend], **onnx_options)
 
     @property
     def device(self) -> torch.device:
@@ -384,15 +402,17 @@ class Separator(nn.Module):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def load_separator(model_dir: Optional[PathLike] = None, arch: Optional[str] = None, backend: str = "torch",
+def load_separator(model_dir: Optional[PathLike] = None, arch: Optional[str] = None, backend: str = "auto",
                    **options) -> Separator:
     """Rebuild a :class:`Separator` from a saved model folder (default: the shipped ``pretrained-model/``).
 
     Args:
         model_dir: the model folder (``xumx_slicq.json`` + ``.pth``; ``xumx_slicq.onnx`` is used by the
-            ``onnxruntime`` backend when it matches the weights).
+            ``onnxruntime`` backend when it matches the weights, ``xumx_slicq_int8.onnx`` by ``onnxruntime-int8``
+            when gated).
         arch: which model of the folder (default: xumx-slicq first).
-        backend: ``"torch"``, ``"onnxruntime"`` or ``"auto"`` (see :class:`Separator`).
+        backend: ``"auto"`` (default), ``"torch"``, ``"onnxruntime"`` or ``"onnxruntime-int8"`` (see
+            :class:`Separator`).
         options: other :class:`Separator` arguments (``niter``, ``wiener``, ``chunk_seconds``, ``device``, ...).
     """
     from .checkpoint import default_model_dir, load_model
