@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
+import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
@@ -216,8 +217,17 @@ class Separator(nn.Module):
         self.context = _hop_multiple(context_seconds, hop)
         self.fade = 2 * (min(self.context, self.segment) // 2)  # cross-fades never longer than a segment
         self.nb_channels = int(getattr(model, "nb_channels", 2))
+        self.reset_stats()
         if device is not None:
             self.to(device)
+
+    def reset_stats(self) -> None:
+        """Zero :attr:`stats`: seconds spent per stage (``forward_slicq_s``, ``network_s``, ``wiener_s``,
+        ``inverse_slicq_s``; xumx-sliCQ only) and the input length of every segment run (``segment_samples``,
+        context included), accumulated by :meth:`separate_segment` for the speed reports
+        (:func:`xumx_slicq.flops.stage_report`)."""
+        self.stats: Dict[str, Any] = {"forward_slicq_s": 0.0, "network_s": 0.0, "wiener_s": 0.0,
+                                      "inverse_slicq_s": 0.0, "segment_samples": []}
 
     def _resolve_backends(self, onnx_path, model_dir, onnx_options: Dict[str, Any], device) -> None:
         """Load the ONNX network and/or measure what ``"auto"`` should pick (cached per machine)."""
@@ -267,18 +277,29 @@ class Separator(nn.Module):
         """Separate one piece in one go: ``(nb_samples, nb_channels, n)`` -> ``(nb_samples, nb_targets,
         nb_channels, n)``. Memory grows with ``n``: use :meth:`forward` for whole songs."""
         x = x.to(self.device)
+        stats = self.stats
+        stats["segment_samples"].append(int(x.shape[-1]))
         if not self.is_slicq:
             return self.model.separate(x, niter=self.niter, softmask=self.softmask, residual=self.residual)
+        t0 = time.perf_counter()
         mix = self.slicqt(x)  # blocks (nb_samples, nb_channels, nb_bins_b, nb_slices, T_b)
+        t1 = time.perf_counter()
         network = self.model if self.network is None else self.network
         estimates = network([b.abs() for b in mix])  # (nb_samples, nb_targets, nb_channels, ...)
+        t2 = time.perf_counter()
         if self.wiener == "off" and not (self.softmask or self.residual):
             out = [mix_phase(e, m) for e, m in zip(estimates, mix)]
         else:  # "off" with softmask or residual: the initial estimate of the torch backend (niter 0)
             backend = "torch" if self.wiener == "off" else self.wiener
             out = wiener_blocks(estimates, mix, backend=backend, iterations=self.niter, softmask=self.softmask,
                                 residual=self.residual)
-        return self.slicqt.inverse(out, x.shape[-1])
+        t3 = time.perf_counter()
+        y = self.slicqt.inverse(out, x.shape[-1])
+        t4 = time.perf_counter()
+        for key, seconds in (("forward_slicq_s", t1 - t0), ("network_s", t2 - t1), ("wiener_s", t3 - t2),
+                             ("inverse_slicq_s", t4 - t3)):
+            stats[key] += seconds
+        return y
 
     def _prepare(self, x: Tensor) -> Tuple[Tensor, int]:
         if x.dim() != 3:
