@@ -148,7 +148,9 @@ class Separator(nn.Module):
         softmask: initialise Wiener-EM from ratio masks instead of magnitudes x mixture phase.
         residual: add a ``residual`` target (mixture minus the others).
         wiener: ``"torch"``, ``"numba"`` (the block kernels of :mod:`xumx_slicq.wiener_numba`), ``"off"`` (same
-            as ``niter=0``) or ``"auto"`` (the faster of torch and numba on this machine, measured once and cached).
+            as ``niter=0``) or ``"auto"`` (the faster of torch and numba on this machine for the size of each piece,
+            a chunk with its context or a shorter song: measured once per machine and size, cached;
+            :meth:`wiener_for`).
         chunk_seconds: output seconds per segment (memory grows with it, not with the song).
         context_seconds: extra input on each side of a segment and cross-fade length.
         device: where to run (default: the model's device).
@@ -162,8 +164,9 @@ class Separator(nn.Module):
         onnx_options: :class:`~xumx_slicq.onnx_backend.OnnxNetwork` options (``threads``, ``optimization``,
             ``io_binding``, ``parallel``, ``memory_arena``, ``device``).
 
-    Attributes ``backend`` and ``wiener`` hold the resolved choices (never ``"auto"``); ``backend_timings``
-    the measurement behind an ``"auto"`` choice.
+    Attributes ``backend`` and ``wiener`` hold the resolved choices (never ``"auto"``; ``wiener`` is the choice
+    for a whole chunk, ``wiener_auto`` says whether shorter pieces choose again); ``backend_timings`` the
+    measurements behind an ``"auto"`` choice.
 
     ``forward`` maps ``(nb_samples, nb_channels, nb_timesteps)`` at 44.1 kHz (1 or 2 channels) to
     ``(nb_samples, nb_targets, nb_channels, nb_timesteps)``, exactly the input length.
@@ -205,8 +208,6 @@ class Separator(nn.Module):
         if self.wiener == "auto" and not self.is_slicq:
             self.wiener = "torch"
         self.backend = backend
-        if backend in ("onnxruntime", "auto") or self.wiener == "auto":
-            self._resolve_backends(onnx_path, model_dir, dict(onnx_options or {}), device)
         if self.is_slicq:
             self.slicqt = SliCQT(**model.slicq_config)
             hop = self.slicqt.sllen // 2  # segments aligned to the slice grid keep slices identical
@@ -216,6 +217,10 @@ class Separator(nn.Module):
         self.segment = _hop_multiple(chunk_seconds, hop)
         self.context = _hop_multiple(context_seconds, hop)
         self.fade = 2 * (min(self.context, self.segment) // 2)  # cross-fades never longer than a segment
+        self.wiener_auto = self.wiener == "auto"  # chosen per problem size (wiener_for), measured once per machine
+        self._wiener_by_size: Dict[float, Dict[str, Any]] = {}
+        if backend in ("onnxruntime", "auto") or self.wiener_auto:
+            self._resolve_backends(onnx_path, model_dir, dict(onnx_options or {}), device)
         self.nb_channels = int(getattr(model, "nb_channels", 2))
         self.reset_stats()
         if device is not None:
@@ -251,16 +256,35 @@ class Separator(nn.Module):
                             "`python -m export --model DIR --output DIR`); the network runs in torch")
         if self.backend == "auto" and path is None:
             self.backend = "torch"  # nothing to choose from: no measurement
-        if self.backend == "auto" or self.wiener == "auto":
-            choice = backends.choose_backends(self.model, path if self.backend == "auto" else None, self.niter,
-                                     self.softmask, self.residual, self.wiener, onnx_options=onnx_options)
-            self.backend_timings = choice
-            if self.backend == "auto":
-                self.backend = choice["best"]["network"]
-            if self.wiener == "auto":
-                self.wiener = choice["best"]["wiener"]
+        if self.backend == "auto":  # the network alone (niter 0): Wiener-EM is chosen per size below
+            choice = backends.choose_backends(self.model, path, 0, self.softmask, self.residual, "off",
+                                              onnx_options=onnx_options)
+            self.backend_timings = {"network": choice["network"], "best": {"network": choice["best"]["network"]}}
+            self.backend = choice["best"]["network"]
+        if self.wiener_auto:
+            # the choice for a whole chunk with its context; shorter pieces (short songs, a last chunk) get theirs
+            # when they come (wiener_for)
+            self.wiener = self.wiener_for(self.segment + 2 * self.context)
+            timings = self.backend_timings or {"best": {}}
+            timings["wiener"] = self._wiener_by_size[backends.wiener_bucket(self.segment + 2 * self.context)][
+                "timings"]
+            timings["best"]["wiener"] = self.wiener
+            timings["wiener_by_size"] = self._wiener_by_size
+            self.backend_timings = timings
         if self.backend == "onnxruntime":
             self.network = OnnxNetwork(path, **onnx_options)
+
+    def wiener_for(self, nb_samples_audio: int) -> str:
+        """The Wiener-EM backend for a piece of ``nb_samples_audio`` input samples: ``self.wiener`` unless it was
+        ``"auto"``, then the faster of torch and numba for that size on this machine
+        (:func:`xumx_slicq.backends.choose_wiener`: measured once per machine and 5 s size bucket, cached)."""
+        if not self.wiener_auto:
+            return self.wiener
+        bucket = backends.wiener_bucket(nb_samples_audio)
+        if bucket not in self._wiener_by_size:
+            self._wiener_by_size[bucket] = backends.choose_wiener(self.model, nb_samples_audio, self.niter,
+                                                                  self.softmask, self.residual)
+        return self._wiener_by_size[bucket]["best"]
 
     @property
     def device(self) -> torch.device:
@@ -290,7 +314,7 @@ class Separator(nn.Module):
         if self.wiener == "off" and not (self.softmask or self.residual):
             out = [mix_phase(e, m) for e, m in zip(estimates, mix)]
         else:  # "off" with softmask or residual: the initial estimate of the torch backend (niter 0)
-            backend = "torch" if self.wiener == "off" else self.wiener
+            backend = "torch" if self.wiener == "off" else self.wiener_for(x.shape[-1])
             out = wiener_blocks(estimates, mix, backend=backend, iterations=self.niter, softmask=self.softmask,
                                 residual=self.residual)
         t3 = time.perf_counter()
