@@ -127,16 +127,34 @@ def test_default_model_lengths_and_wiener_backends(length):
     assert (outs["torch"] - outs["numba"]).abs().max() / scale < 1e-4
 
 
-def test_chunked_equals_one_piece(model):
-    """20 s through 4 s segments (3 s context) equals one piece of 60 s, everywhere (no boundary exclusion)."""
+def test_chunked_equals_one_piece_at_the_default_context(model):
+    """20 s through 4 s segments with the default context and cross-fade equals one piece (with as much silence
+    around it), everywhere: the default leaves ``context - fade / 2`` beyond the transform's and the network's
+    reach (mixture phase; Wiener-EM's covariances are per chunk). Too little context does not."""
+    from xumx_slicq.budget import CONTEXT_SECONDS, FADE_SECONDS
+
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(1, 2, 20 * SR, generator=gen) * 0.1
-    whole = Separator(model, wiener="off", chunk_seconds=60.0)(x)
-    chunked_sep = Separator(model, wiener="off", chunk_seconds=4.0, context_seconds=3.0)
+    whole = Separator(model, wiener="off", chunk_seconds=60.0, context_seconds=3.0)(x)
+    chunked_sep = Separator(model, wiener="off", chunk_seconds=4.0)
+    assert chunked_sep.context == Separator(model, context_seconds=CONTEXT_SECONDS).context
+    assert chunked_sep.fade == round(FADE_SECONDS * SR) // 2 * 2 if FADE_SECONDS else chunked_sep.context
     assert len(chunk_plan(x.shape[-1], chunked_sep.segment, chunked_sep.fade)) >= 4
-    chunked = chunked_sep(x)
-    rel = (chunked - whole).abs().max() / whole.abs().max()
-    assert rel < 1e-3
+    rel = (chunked_sep(x) - whole).abs().max() / whole.abs().max()
+    assert rel < 1e-4
+    short = Separator(model, wiener="off", chunk_seconds=4.0, context_seconds=0.4, fade_seconds=0.4)
+    rel_short = (short(x) - whole).abs().max() / whole.abs().max()
+    assert rel_short > 1e-4 and rel_short > 10 * rel
+
+
+def test_fade_is_bounded_by_segment_and_context():
+    from xumx_slicq.separator import fade_samples
+
+    assert fade_samples(9030, 100_000) == 9030 and fade_samples(9030, 100_000, 0.1) == 4410
+    assert fade_samples(9030, 100_000, 1.0) == 18060  # at most twice the context
+    assert fade_samples(90300, 1000, None) == 1000  # never longer than a segment
+    with pytest.raises(ValueError, match="fade_seconds"):
+        fade_samples(9030, 100_000, -1.0)
 
 
 def test_mono_input_gives_mono_output(model):

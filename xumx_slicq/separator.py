@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from . import files
+from .budget import CHUNK_SECONDS, CONTEXT_SECONDS, FADE_SECONDS  # noqa: F401 - re-exported defaults
 from .audio import resample
 from .filtering import wiener_blocks
 from .transforms import SliCQT, mix_phase
@@ -139,6 +140,15 @@ def _hop_multiple(seconds: float, hop: int, minimum: int = 1) -> int:
     return max(minimum, int(round(seconds * SAMPLE_RATE / hop))) * hop
 
 
+def fade_samples(context: int, segment: int, fade_seconds: Optional[float] = None) -> int:
+    """The cross-fade in samples (even): ``fade_seconds`` (None: the context), never longer than a segment or
+    twice the context (``chunked_apply`` needs ``context >= fade / 2``)."""
+    fade = context if fade_seconds is None else int(round(fade_seconds * SAMPLE_RATE))
+    if fade < 0:
+        raise ValueError(f"fade_seconds must be >= 0, got {fade_seconds}")
+    return 2 * (min(fade, segment, 2 * context) // 2)
+
+
 class Separator(nn.Module):
     """Chunked, bounded-memory separation with a trained model.
 
@@ -152,7 +162,10 @@ class Separator(nn.Module):
             a chunk with its context or a shorter song: measured once per machine and size, cached;
             :meth:`wiener_for`).
         chunk_seconds: output seconds per segment (memory grows with it, not with the song).
-        context_seconds: extra input on each side of a segment and cross-fade length.
+        context_seconds: extra input on each side of a segment (rounded to the slice hop).
+        fade_seconds: length of the cross-fade centred on every segment boundary (None: ``context_seconds``); at
+            most twice the context. Output more than ``context - fade / 2`` from a chunk's input edge is exact
+            without Wiener-EM once that margin covers the path's reach (docs/wiener.md, "Chunks").
         device: where to run (default: the model's device).
         backend: network backend: ``"torch"`` (default), ``"onnxruntime"`` (the exported graph, CUDA provider
             when available, see :mod:`xumx_slicq.onnx_backend`) or ``"auto"`` (the faster of the two on this
@@ -179,8 +192,9 @@ class Separator(nn.Module):
         softmask: bool = False,
         residual: bool = False,
         wiener: str = "torch",
-        chunk_seconds: float = 30.0,
-        context_seconds: float = 3.0,
+        chunk_seconds: float = CHUNK_SECONDS,
+        context_seconds: float = CONTEXT_SECONDS,
+        fade_seconds: Optional[float] = FADE_SECONDS,
         device: Optional[Union[str, torch.device]] = None,
         backend: str = "torch",
         onnx_path: Optional[PathLike] = None,
@@ -216,7 +230,7 @@ class Separator(nn.Module):
             hop = 1024  # STFT hop of the baselines
         self.segment = _hop_multiple(chunk_seconds, hop)
         self.context = _hop_multiple(context_seconds, hop)
-        self.fade = 2 * (min(self.context, self.segment) // 2)  # cross-fades never longer than a segment
+        self.fade = fade_samples(self.context, self.segment, fade_seconds)
         self.wiener_auto = self.wiener == "auto"  # chosen per problem size (wiener_for), measured once per machine
         self._wiener_by_size: Dict[float, Dict[str, Any]] = {}
         if backend in ("onnxruntime", "auto") or self.wiener_auto:
