@@ -513,3 +513,33 @@ def test_evaluation_workers_start_single_threaded(monkeypatch):
 
     assert os.environ["OPENBLAS_NUM_THREADS"] == "7"
     assert "MKL_NUM_THREADS" not in os.environ
+
+
+# ------------------------------------------------------------------------------------------------- context
+
+
+def test_context_benchmark_settings_and_report():
+    """Chunked vs unchunked on a small random model: exact (mixture phase) with margin beyond the reach, not with
+    too little; processed / real audio grows with the context; MDX SDR against given stems."""
+    from benchmark import context
+    from xumx_slicq.model import XUMXSliCQ
+
+    assert context.parse_setting("1.02/0.41") == (1.02, 0.41) and context.parse_setting("2") == (2.0, None)
+    with pytest.raises(Exception, match="CONTEXT"):
+        context.parse_setting("a/b")
+    torch.manual_seed(0)
+    model = XUMXSliCQ(hidden_channels=(2, 3)).eval()
+    gen = torch.Generator().manual_seed(1)
+    mix = torch.randn(1, 2, 5 * 44100, generator=gen) * 0.1
+    stems = {t: (mix[0].T.numpy() / 4) for t in model.targets}
+    song = context.evaluate_song(model, mix, stems, [(1.02, 0.41), (0.2, 0.2)], chunk_seconds=1.5, wiener="off",
+                                 niter=0)
+    exact, short = song["settings"]
+    assert exact["deviation_db"] > 100 > short["deviation_db"]
+    assert exact["processed_ratio"] > short["processed_ratio"] > 1.0
+    assert exact["margin_s"] == pytest.approx(exact["context_s"] - exact["fade_s"] / 2)
+    assert song["unchunked_mdx_sdr"] is not None and exact["mdx_sdr"] == pytest.approx(song["unchunked_mdx_sdr"],
+                                                                                        abs=1e-3)
+    rows = context.summarise({"a": song})
+    assert rows[0]["mdx_sdr_change_db"] == pytest.approx(exact["mdx_sdr"] - song["unchunked_mdx_sdr"])
+    assert "processed / real" in context.table(rows)

@@ -211,7 +211,10 @@ def test_auto_picks_the_measured_fastest_and_caches_it(exported, tmp_path, monke
         return real(*args, **kwargs)
 
     monkeypatch.setattr(backends, "measure_backends", spy)
-    sep = Separator(model, backend="auto", wiener="auto", onnx_path=out / ONNX_NAME, onnx_options={"threads": 1})
+    real_wiener = backends.measure_wiener
+    monkeypatch.setattr(backends, "measure_wiener", lambda model, seconds, *a, **k: real_wiener(model, 1.0, *a, **k))
+    opts = dict(onnx_path=out / ONNX_NAME, onnx_options={"threads": 1}, chunk_seconds=2.0, context_seconds=0.4)
+    sep = Separator(model, backend="auto", wiener="auto", **opts)
     timings = sep.backend_timings
     assert set(timings["network"]) == {"torch", "onnxruntime"} and set(timings["wiener"]) == {"torch", "numba"}
     assert sep.backend == min(timings["network"], key=timings["network"].get)
@@ -219,9 +222,12 @@ def test_auto_picks_the_measured_fastest_and_caches_it(exported, tmp_path, monke
     assert (sep.network is not None) == (sep.backend == "onnxruntime")
     cache = json.loads((tmp_path / "backend_choice.json").read_text())
     assert len(cache) == 1 and len(calls) == 1
-    again = Separator(model, backend="auto", wiener="auto", onnx_path=out / ONNX_NAME, onnx_options={"threads": 1})
+    assert len(json.loads((tmp_path / "wiener_choice.json").read_text())) == 1
+    again = Separator(model, backend="auto", wiener="auto", **opts)
     assert len(calls) == 1 and (again.backend, again.wiener) == (sep.backend, sep.wiener)  # from the cache
-    Separator(model, backend="auto", wiener="torch", onnx_path=out / ONNX_NAME)  # other options: measured anew
+    Separator(model, backend="auto", wiener="torch", **opts)  # the network's choice does not depend on Wiener-EM
+    assert len(calls) == 1
+    Separator(model, backend="auto", wiener="off", softmask=True, **opts)  # other options: measured anew
     assert len(calls) == 2 and len(json.loads((tmp_path / "backend_choice.json").read_text())) == 2
 
 
