@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "boxplot": ("benchmark.boxplot", "the standard BSS-eval boxplot figure"),
     "curves": ("benchmark.curves", "training curves (valid/train loss vs examples seen) of train runs"),
     "speed": ("benchmark.speed", "separation time and memory vs UMX / X-UMX"),
+    "context": ("benchmark.context", "chunk context / cross-fade: chunked vs unchunked output and MDX SDR"),
     "search": ("benchmark.search", "random search over sliCQ parameters by mix-phase oracle SDR"),
     "real": ("benchmark.real", "report-only MDX SDR on stempeg's real MUSDB18 excerpt vs floor and oracle"),
     "transform-demo": ("benchmark.transform_demo", "sliCQ of an audio file: layout, reconstruction, plot vs STFT"),

@@ -44,26 +44,36 @@ def make_song(path: str, minutes: float) -> None:
             f.write(base[: n - f.tell()] if n - f.tell() < len(base) else base)
 
 
-def time_file_separation(separator, path: str, warm_up: bool = True) -> dict:
+def time_file_separation(separator, path: str, warm_up: bool = True, ceiling: bool = True) -> dict:
     """Time one file-to-file separation (``Separator.separate_file`` into a temporary folder) after an optional
     untimed 1 s warm-up; returns ``audio_seconds``, ``separation_s``, ``rtf``, ``warmup_s``, ``peak_rss_mb`` (this
-    process's peak) and ``threads``."""
+    process's peak), ``threads`` and, with ``ceiling``, ``ceiling``: :func:`xumx_slicq.flops.stage_report` of the
+    run (stage seconds, context share, network GMAC per audio second, achieved GMAC/s) with the float32 matmul
+    peak measured right after it at the same thread count (:func:`xumx_slicq.flops.matmul_peak_gmacs`)."""
     import soundfile as sf
     import torch
+
+    from xumx_slicq import flops
 
     warm = 0.0
     if warm_up:
         t0 = time.perf_counter()
         separator.separate_segment(torch.zeros(1, 2, SR))
         warm = time.perf_counter() - t0
+    separator.reset_stats()
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         separator.separate_file(path, out)
         seconds = time.perf_counter() - t0
-    duration = sf.info(path).duration
-    return {"audio_seconds": duration, "separation_s": seconds, "rtf": seconds / duration, "warmup_s": warm,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "threads": torch.get_num_threads()}
+    info = sf.info(path)
+    row = {"audio_seconds": info.duration, "separation_s": seconds, "rtf": seconds / info.duration,
+           "warmup_s": warm, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "threads": torch.get_num_threads()}
+    if ceiling:
+        peak = flops.matmul_peak_gmacs(torch.get_num_threads())
+        row["ceiling"] = flops.stage_report(separator.model, separator.stats, info.frames, seconds, peak["gmacs"])
+        row["ceiling"]["peak"] = peak
+    return row
 
 
 def _child(args: argparse.Namespace) -> int:

@@ -18,6 +18,13 @@ stage of separation (forward sliCQ, network torch vs onnxruntime, Wiener-EM torc
 full path, prints a table and writes ``<output>/profile.json``, ``<output>/profile.txt`` and a stage-time figure
 ``<output>/profile.png`` (one stacked bar per path: forward sliCQ, network, Wiener-EM, inverse).
 
+The ceiling: the profile measures the machine's float32 matmul peak at the same thread count and reports the
+network's GMAC per audio second and its achieved GMAC/s as a fraction of it; every full path (file to file,
+chunked as a user runs it) gets a per-stage table: forward sliCQ, network, Wiener-EM, inverse, file I/O and
+chunking, the chunk context's share, processed / real audio. A song file::
+
+    python -m export --model pretrained-model --profile --audio song.wav --seconds 0 --threads 2
+
 int8 (a gated, quantized network next to the weights)::
 
     python -m export --model pretrained-model --output pretrained-model --int8
@@ -43,13 +50,18 @@ import sys
 import tempfile
 
 
+PROFILE_OUTPUT = "out/profile"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None,
                    help="model folder (default: the shipped pretrained-model/), or 'random' for the default "
                         "architecture with random weights")
-    p.add_argument("--output", required=True, help="output folder (ONNX file + sidecar, or the profile)")
+    p.add_argument("--output", default=None,
+                   help="output folder: the ONNX file + sidecar (required for an export), or the profile "
+                        f"(default with --profile: {PROFILE_OUTPUT})")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (18)")
     p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo",
                    help="torch.onnx exporter: dynamo (torch.export + onnxscript, default) or the legacy torchscript")
@@ -66,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("profile")
     g.add_argument("--profile", action="store_true", help="profile separation instead of only exporting")
     g.add_argument("--audio", default=None, help="audio file to profile on (default: --seconds of the demo songs)")
-    g.add_argument("--seconds", type=float, default=60.0, help="seconds of audio to profile on (60)")
+    g.add_argument("--seconds", type=float, default=60.0,
+                   help="seconds of audio to profile on (60; with --audio, 0 takes the whole file)")
     g.add_argument("--niter", type=int, default=1, help="Wiener-EM iterations (1)")
     g.add_argument("--repeats", type=int, default=2, help="timed repeats per stage after one warm-up (2)")
     g.add_argument("--onnx-dir", default=None,
@@ -183,7 +196,12 @@ def _add_full_paths(out: pathlib.Path, model_dir: str, onnx_path: str, audio, ni
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.output is None:
+        if not args.profile:
+            parser.error("--output is required for an export (the folder of xumx_slicq.onnx)")
+        args.output = PROFILE_OUTPUT
     if args.fresh_numba_cache:  # before numba is imported anywhere
         os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="export_numba_")
     if args.threads is not None and args.threads < 1 or args.repeats < 1 or args.niter < 0:

@@ -35,6 +35,11 @@ from xumx_slicq.timing import time_calls
 
 SR = 44100
 PATHS = (("torch", "torch"), ("torch", "numba"), ("onnxruntime", "torch"), ("onnxruntime", "numba"))
+#: full paths tried after PATHS and skipped with a note when the separator rejects them (the int8 network)
+OPTIONAL_PATHS = (("onnxruntime-int8", "torch"), ("onnxruntime-int8", "numba"))
+#: rows of the per-stage table of a full path: (label, key of xumx_slicq.flops.stage_report's "stages")
+STAGE_ROWS = (("forward sliCQ", "forward_slicq_s"), ("network", "network_s"), ("Wiener-EM", "wiener_s"),
+              ("inverse sliCQ", "inverse_slicq_s"))
 FIGURE_NAME = "profile.png"
 # (stage label, colour) of the bars' segments, in separation order
 STAGE_STYLE = (("forward sliCQ", "#4c72b0"), ("network", "#dd8452"), ("Wiener-EM", "#55a868"),
@@ -108,29 +113,42 @@ def _full_path_child(argv: Sequence[str]) -> int:
     numba.set_num_threads(a.threads)
     import soundfile as sf
 
+    from xumx_slicq import flops
     from xumx_slicq.separator import load_separator
 
     t0 = time.perf_counter()
-    sep = load_separator(a.model_dir, backend=a.backend, wiener=a.wiener, niter=a.niter,
-                         onnx_path=a.onnx if a.backend == "onnxruntime" else None,
-                         onnx_options={"threads": a.threads})
+    try:
+        sep = load_separator(a.model_dir, backend=a.backend, wiener=a.wiener, niter=a.niter,
+                             onnx_path=a.onnx if a.backend == "onnxruntime" else None,
+                             onnx_options={"threads": a.threads})
+    except Exception as exc:  # noqa: BLE001 - an optional path this version or model lacks is a note, not a failure
+        if a.backend not in {b for b, _ in OPTIONAL_PATHS}:
+            raise
+        print(json.dumps({"backend": a.backend, "wiener": a.wiener, "skipped": f"{type(exc).__name__}: {exc}"}))
+        return 0
     sep.separate_segment(torch.zeros(1, 2, SR))  # numba compile / cache load, ONNX Runtime first run
     setup = time.perf_counter() - t0
+    sep.reset_stats()
     with tempfile.TemporaryDirectory() as out:
         t0, c0 = time.perf_counter(), time.process_time()
         sep.separate_file(a.input, out)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    duration = sf.info(a.input).duration
+    info = sf.info(a.input)
+    peak = flops.matmul_peak_gmacs(a.threads)  # the same process and thread count, right after the run
     provider = getattr(sep.network, "provider", None)
     print(json.dumps({"backend": a.backend, "wiener": a.wiener, "provider": provider, "separation_s": wall,
-                      "cpu_s": cpu, "rtf": wall / duration, "setup_s": setup, "audio_seconds": duration,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "cpu_s": cpu, "rtf": wall / info.duration, "setup_s": setup, "audio_seconds": info.duration,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "chunk_seconds": sep.segment / SR, "context_seconds": sep.context / SR,
+                      "ceiling": {**flops.stage_report(sep.model, sep.stats, info.frames, wall, peak["gmacs"]),
+                                  "peak": peak}}))
     return 0
 
 
 def full_paths(model_dir: str, wav: str, onnx_path: str, niter: int, threads: int,
-               paths: Sequence = PATHS) -> List[Dict[str, Any]]:
-    """Run every ``(network backend, Wiener backend)`` path file to file, one subprocess each."""
+               paths: Sequence = PATHS + OPTIONAL_PATHS) -> List[Dict[str, Any]]:
+    """Run every ``(network backend, Wiener backend)`` path file to file, one subprocess each. A path whose
+    backend the separator rejects comes back as ``{"backend", "wiener", "skipped": reason}``."""
     from tqdm import tqdm
 
     rows = []
@@ -141,7 +159,10 @@ def full_paths(model_dir: str, wav: str, onnx_path: str, niter: int, threads: in
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"export/profile.py: full path {backend}+{wiener} failed:\n{proc.stderr[-3000:]}")
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        if "skipped" in row:
+            print(f"full path {backend} + {wiener} skipped: {row['skipped']}", flush=True)
+        rows.append(row)
     return rows
 
 
@@ -152,6 +173,7 @@ def profile(model, model_dir: str, onnx_path: str, audio, audio_desc: str, niter
     import soundfile as sf
     import torch
 
+    from xumx_slicq import flops
     from xumx_slicq.filtering import wiener_blocks
     from xumx_slicq.onnx_backend import OnnxNetwork
     from xumx_slicq.onnx_export import relative_error
@@ -167,6 +189,8 @@ def profile(model, model_dir: str, onnx_path: str, audio, audio_desc: str, niter
                               "numba_cache_dir": os.environ.get("NUMBA_CACHE_DIR", "default (__pycache__)")}
     stages: Dict[str, Dict[str, Any]] = {}
     print(f"profiling {audio_desc}: {seconds:.1f} s, {threads} threads, niter {niter}", flush=True)
+    peak = flops.matmul_peak_gmacs(threads)
+    print(f"float32 matmul peak at {threads} threads: {peak['gmacs']:.1f} GMAC/s", flush=True)
     with torch.no_grad():
         t = time_calls(lambda: slicqt(audio), repeats)
         mix = t.result
@@ -229,6 +253,13 @@ def profile(model, model_dir: str, onnx_path: str, audio, audio_desc: str, niter
                         "numba_first_call_s": stages["wiener_numba"]["first_call_s"],
                         "numba_compile_s": max(0.0, stages["wiener_numba"]["first_call_s"] - wn),
                         "goal_ratio": 0.5, "iterations": niter}
+    macs = flops.network_macs(model, length)  # the stages ran the audio as one piece
+    report["ceiling"] = {
+        "network_gmac": macs / 1e9, "gmac_per_audio_s": macs / 1e9 / seconds, "peak_gmacs": peak["gmacs"],
+        "peak": peak, "receptive_field": {k: v for k, v in flops.receptive_field(model).items() if k != "blocks"},
+        "achieved_gmacs": {b: macs / 1e9 / stages[f"network_{b}"]["best_s"] for b in ("torch", "onnxruntime")}}
+    report["ceiling"]["fraction_of_peak"] = {b: g / peak["gmacs"]
+                                             for b, g in report["ceiling"]["achieved_gmacs"].items()}
     report["parity"] = {"onnxruntime": parity_ort, "onnxruntime_estimates": parity_ort_est,
                         "numba": parity_numba,
                         "definition": "max |candidate - torch| / max |torch| (masks; Wiener-EM complex output)"}
@@ -272,11 +303,61 @@ def format_table(report: Dict[str, Any]) -> str:
     for name, v in report["network"].get("tuning_variants", {}).items():
         lines.append(f"{'  onnxruntime ' + name:<34} {v['best_s']:9.3f} {v['best_cpu_s']:9.3f} "
                      f"{v['best_s'] / sec:8.4f}  tuning variant")
+    ceil = report.get("ceiling")
+    if ceil:
+        lines += ["", f"ceiling: the network is {ceil['gmac_per_audio_s']:.2f} GMAC per audio second on this piece; "
+                      f"float32 matmul peak {ceil['peak_gmacs']:.1f} GMAC/s at {report['threads']} threads"]
+        for b, g in ceil["achieved_gmacs"].items():
+            lines.append(f"  network {b:<12} {g:7.1f} GMAC/s = {ceil['fraction_of_peak'][b]:.0%} of the peak")
     if report.get("full_paths"):
         lines += ["", f"{'full path (file to file)':<34} {'wall s':>9} {'cpu s':>9} {'RTF':>8}  peak RSS"]
         for r in report["full_paths"]:
-            lines.append(f"{'network ' + r['backend'] + ' + Wiener ' + r['wiener']:<34} {r['separation_s']:9.2f} "
+            name = f"network {r['backend']} + Wiener {r['wiener']}"
+            if "skipped" in r:
+                lines.append(f"{name:<34} skipped: {r['skipped']}")
+                continue
+            lines.append(f"{name:<34} {r['separation_s']:9.2f} "
                          f"{r['cpu_s']:9.2f} {r['rtf']:8.4f}  {r['peak_rss_mb']:.0f} MB (setup {r['setup_s']:.1f} s)")
+        lines += ["", stage_table(report)]
+    return "\n".join(lines)
+
+
+def stage_rows(path: Dict[str, Any]) -> List[Tuple[str, Optional[float]]]:
+    """``[(stage, seconds), ...]`` of one full path's file-to-file run: forward sliCQ, network, Wiener-EM,
+    inverse, file I/O and chunking (the rest of the wall time), then the chunk context's share of the stages."""
+    c = path["ceiling"]
+    rows: List[Tuple[str, Optional[float]]] = [(label, c["stages"].get(key)) for label, key in STAGE_ROWS]
+    rows.append(("file I/O (read + write) and chunking", c.get("io_and_other_s")))
+    rows.append(("  of the stages: chunk context", c.get("context_s")))
+    return rows
+
+
+def stage_table(report: Dict[str, Any]) -> str:
+    """Where the time goes, per full path (file to file, 30 s chunks with context): seconds and share of each
+    stage, processed / real audio, the network's GMAC per audio second (chunk shapes run), achieved GMAC/s and
+    fraction of the run's matmul peak."""
+    paths = [r for r in report.get("full_paths") or [] if "ceiling" in r]
+    if not paths:
+        return ""
+    names = [f"{r['backend']}+{r['wiener']}" for r in paths]
+    width = max(14, *(len(n) for n in names))
+    head = f"{'where the time goes (s, file to file)':<40}" + "".join(f" {n:>{width}}" for n in names)
+    lines = [head]
+    for i, (label, _) in enumerate(stage_rows(paths[0])):
+        cells = []
+        for r in paths:
+            v = stage_rows(r)[i][1]
+            text = "-" if v is None else f"{v:.2f} ({v / r['separation_s']:.0%})"
+            cells.append(f" {text:>{width}}")
+        lines.append(f"{label:<40}" + "".join(cells))
+    extra = (("total", lambda r: f"{r['separation_s']:.2f}"),
+             ("processed / real audio", lambda r: f"{r['ceiling']['processed_ratio']:.3f}"),
+             ("network GMAC / audio s", lambda r: f"{r['ceiling']['gmac_per_audio_s']:.2f}"),
+             ("network achieved GMAC/s", lambda r: f"{r['ceiling']['achieved_gmacs']:.1f}"),
+             ("matmul peak GMAC/s (same run)", lambda r: f"{r['ceiling']['peak_gmacs']:.1f}"),
+             ("network: fraction of the peak", lambda r: f"{r['ceiling']['fraction_of_peak']:.0%}"))
+    for label, fmt in extra:
+        lines.append(f"{label:<40}" + "".join(f" {fmt(r):>{width}}" for r in paths))
     return "\n".join(lines)
 
 
@@ -306,7 +387,8 @@ def stage_figure(report: Dict[str, Any]):
     rows = path_stages(report)
     colours = dict(STAGE_STYLE)
     sec = report["audio_seconds"]
-    full = {(r["backend"], r["wiener"]): r["separation_s"] for r in report.get("full_paths") or []}
+    full = {(r["backend"], r["wiener"]): r["separation_s"] for r in report.get("full_paths") or []
+            if "skipped" not in r}
     fig, ax = plt.subplots(figsize=(8.0, 1.0 + 0.55 * len(rows)))
     labels = []
     for y, (label, stages) in enumerate(rows):

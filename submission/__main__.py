@@ -25,6 +25,8 @@ import os
 import pathlib
 import sys
 
+from xumx_slicq.budget import CHUNK_SECONDS, CONTEXT_SECONDS, FADE_SECONDS
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
@@ -59,10 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Wiener-EM implementation; auto (the default) measures numba and torch and uses the cheaper")
     g.add_argument("--niter", type=int, default=1, help="most Wiener-EM iterations (default 1)")
     g.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    g.add_argument("--chunk-seconds", type=float, default=30.0,
-                   help="longest chunk; shorter ones when a chunk would take > 1/3 of a budget (default 30)")
-    g.add_argument("--context-seconds", type=float, default=3.0,
-                   help="extra input on each side of a chunk and cross-fade length (default 3)")
+    g.add_argument("--chunk-seconds", type=float, default=CHUNK_SECONDS,
+                   help="longest chunk; shorter ones when a chunk would take > 1/3 of a budget (default %(default)g)")
+    g.add_argument("--context-seconds", type=float, default=CONTEXT_SECONDS,
+                   help="extra input on each side of a chunk, rounded to the slice hop (default %(default)g)")
+    g.add_argument("--fade-seconds", type=float, default=FADE_SECONDS,
+                   help="cross-fade at chunk boundaries, at most twice the context (default %(default)s; None: the "
+                        "context)")
     g.add_argument("--subtype", choices=("FLOAT", "PCM_16", "PCM_24"), default="FLOAT",
                    help="sample format of the stems (default FLOAT: no clipping, no quantisation)")
     g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")

@@ -320,7 +320,8 @@ def run_share(args, songs: List[Song], all_names: List[str], log) -> int:
         try:
             engine = Engine(args.model, args.arch, backend=args.backend, niter=args.niter, wiener=args.wiener,
                             device=args.device, chunk_seconds=args.chunk_seconds,
-                            context_seconds=args.context_seconds, safety=args.safety, subtype=args.subtype,
+                            context_seconds=args.context_seconds, fade_seconds=args.fade_seconds,
+                            safety=args.safety, subtype=args.subtype,
                             calibrate=args.calibrate and not getattr(args, "no_budget", False),
                             progress=args.progress, log=log)
         except (FileNotFoundError, ValueError) as exc:
@@ -395,6 +396,7 @@ def child_argv(args, shard: str, threads: int) -> List[str]:
             "--safety", str(args.safety), "--backend", args.backend, "--wiener", args.wiener,
             "--niter", str(args.niter), "--device", args.device, "--chunk-seconds", str(args.chunk_seconds),
             "--context-seconds", str(args.context_seconds), "--subtype", args.subtype, "--shard", shard,
+            *(["--fade-seconds", str(args.fade_seconds)] if args.fade_seconds is not None else []),
             "--jobs", "1", "--threads", str(threads), "--no-progress",
             "--resume" if args.resume else "--no-resume", "--calibrate" if args.calibrate else "--no-calibrate"]
     if args.budget_seconds is not None:

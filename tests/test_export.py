@@ -204,7 +204,10 @@ def test_auto_picks_the_measured_fastest_and_caches_it(exported, tmp_path, monke
         return real(*args, **kwargs)
 
     monkeypatch.setattr(backends, "measure_backends", spy)
-    sep = Separator(model, backend="auto", wiener="auto", onnx_path=out / ONNX_NAME, onnx_options={"threads": 1})
+    real_wiener = backends.measure_wiener
+    monkeypatch.setattr(backends, "measure_wiener", lambda model, seconds, *a, **k: real_wiener(model, 1.0, *a, **k))
+    opts = dict(onnx_path=out / ONNX_NAME, onnx_options={"threads": 1}, chunk_seconds=2.0, context_seconds=0.4)
+    sep = Separator(model, backend="auto", wiener="auto", **opts)
     timings = sep.backend_timings
     assert set(timings["network"]) == {"torch", "onnxruntime"} and set(timings["wiener"]) == {"torch", "numba"}
     assert sep.backend == min(timings["network"], key=timings["network"].get)
@@ -212,9 +215,12 @@ def test_auto_picks_the_measured_fastest_and_caches_it(exported, tmp_path, monke
     assert (sep.network is not None) == (sep.backend == "onnxruntime")
     cache = json.loads((tmp_path / "backend_choice.json").read_text())
     assert len(cache) == 1 and len(calls) == 1
-    again = Separator(model, backend="auto", wiener="auto", onnx_path=out / ONNX_NAME, onnx_options={"threads": 1})
+    assert len(json.loads((tmp_path / "wiener_choice.json").read_text())) == 1
+    again = Separator(model, backend="auto", wiener="auto", **opts)
     assert len(calls) == 1 and (again.backend, again.wiener) == (sep.backend, sep.wiener)  # from the cache
-    Separator(model, backend="auto", wiener="torch", onnx_path=out / ONNX_NAME)  # other options: measured anew
+    Separator(model, backend="auto", wiener="torch", **opts)  # the network's choice does not depend on Wiener-EM
+    assert len(calls) == 1
+    Separator(model, backend="auto", wiener="off", softmask=True, **opts)  # other options: measured anew
     assert len(calls) == 2 and len(json.loads((tmp_path / "backend_choice.json").read_text())) == 2
 
 
@@ -259,6 +265,13 @@ def test_profile_command_writes_the_report(exported, tmp_path, capsys):
     assert report["hardware"]["cores"] >= 1
     table = (dest / "profile.txt").read_text()
     assert "network, ONNX Runtime" in table and "Wiener-EM, numba" in table
+    # the ceiling: GMAC per audio second of the piece, the run's matmul peak, achieved GMAC/s per backend
+    ceil = report["ceiling"]
+    assert ceil["gmac_per_audio_s"] > 0 and ceil["peak_gmacs"] > 0 and ceil["peak"]["threads"] == 1
+    for b in ("torch", "onnxruntime"):
+        assert ceil["achieved_gmacs"][b] == pytest.approx(ceil["network_gmac"] / report["network"][f"{b}_s"])
+        assert ceil["fraction_of_peak"][b] == pytest.approx(ceil["achieved_gmacs"][b] / ceil["peak_gmacs"])
+    assert "of the peak" in table
     assert table.strip() in capsys.readouterr().out
     assert not (dest / ONNX_NAME).exists()  # the existing export was reused
     png = (dest / "profile.png").read_bytes()
@@ -339,6 +352,39 @@ def test_full_path_child_reports_rtf_and_memory(exported, tmp_path, capsys):
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert row["provider"] == "CPUExecutionProvider" and row["audio_seconds"] == pytest.approx(2.0)
     assert row["rtf"] > 0 and row["peak_rss_mb"] > 0
+    # where the time goes: the stages of the timed run only (the warm-up is not counted), the rest is file I/O
+    c = row["ceiling"]
+    assert set(c["stages"]) == {"forward_slicq_s", "network_s", "wiener_s", "inverse_slicq_s"}
+    assert sum(c["stages"].values()) + c["io_and_other_s"] == pytest.approx(row["separation_s"])
+    assert c["processed_ratio"] == pytest.approx((2 * SR + 2 * row["context_seconds"] * SR) / (2 * SR), rel=1e-6)
+    assert c["achieved_gmacs"] > 0 and c["peak_gmacs"] > 0 and c["gmac_per_audio_s"] > 0
+    from export.profile import stage_table
+
+    table = stage_table({"full_paths": [row]})
+    assert "file I/O (read + write) and chunking" in table and "chunk context" in table
+    assert "processed / real audio" in table and "fraction of the peak" in table
+
+
+def test_full_path_child_skips_a_backend_the_separator_rejects(exported, tmp_path, capsys):
+    """The int8 paths light up once the separator accepts backend="onnxruntime-int8"; until then: a note."""
+    from export.profile import _full_path_child, format_table
+    from xumx_slicq.separator import NETWORK_BACKENDS
+
+    model, model_dir, out = exported
+    assert _full_path_child(["--model-dir", str(model_dir), "--input", _noise_wav(tmp_path, 1.0), "--backend",
+                             "onnxruntime-int8", "--wiener", "numba", "--niter", "1", "--threads", "1",
+                             "--onnx", str(out / ONNX_NAME)]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    if "onnxruntime-int8" in NETWORK_BACKENDS:  # merged: the tiny model has no gated int8 file, or it ran
+        assert "skipped" in row or row["separation_s"] > 0
+        return
+    assert "onnxruntime-int8" in row["skipped"]
+    report = _fake_report([row])
+    report.update(audio="a", nb_slices=3, repeats=1, hardware={"cpu": "x", "cores": 2, "onnxruntime": "1",
+                                                                 "torch": "2", "numba": "0"},
+                  network={"ratio": 0.5, "onnxruntime_provider": "CPU"}, parity={"onnxruntime": 0, "numba": 0},
+                  wiener={"ratio": 0.5, "numba_first_call_s": 1.0})
+    assert "network onnxruntime-int8 + Wiener numba skipped" in format_table(report)
 
 
 def test_only_full_paths_merges_into_the_profile(exported, tmp_path, monkeypatch):

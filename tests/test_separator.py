@@ -127,16 +127,34 @@ def test_default_model_lengths_and_wiener_backends(length):
     assert (outs["torch"] - outs["numba"]).abs().max() / scale < 1e-4
 
 
-def test_chunked_equals_one_piece(model):
-    """20 s through 4 s segments (3 s context) equals one piece of 60 s, everywhere (no boundary exclusion)."""
+def test_chunked_equals_one_piece_at_the_default_context(model):
+    """20 s through 4 s segments with the default context and cross-fade equals one piece (with as much silence
+    around it), everywhere: the default leaves ``context - fade / 2`` beyond the transform's and the network's
+    reach (mixture phase; Wiener-EM's covariances are per chunk). Too little context does not."""
+    from xumx_slicq.budget import CONTEXT_SECONDS, FADE_SECONDS
+
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(1, 2, 20 * SR, generator=gen) * 0.1
-    whole = Separator(model, wiener="off", chunk_seconds=60.0)(x)
-    chunked_sep = Separator(model, wiener="off", chunk_seconds=4.0, context_seconds=3.0)
+    whole = Separator(model, wiener="off", chunk_seconds=60.0, context_seconds=3.0)(x)
+    chunked_sep = Separator(model, wiener="off", chunk_seconds=4.0)
+    assert chunked_sep.context == Separator(model, context_seconds=CONTEXT_SECONDS).context
+    assert chunked_sep.fade == round(FADE_SECONDS * SR) // 2 * 2 if FADE_SECONDS else chunked_sep.context
     assert len(chunk_plan(x.shape[-1], chunked_sep.segment, chunked_sep.fade)) >= 4
-    chunked = chunked_sep(x)
-    rel = (chunked - whole).abs().max() / whole.abs().max()
-    assert rel < 1e-3
+    rel = (chunked_sep(x) - whole).abs().max() / whole.abs().max()
+    assert rel < 1e-4
+    short = Separator(model, wiener="off", chunk_seconds=4.0, context_seconds=0.4, fade_seconds=0.4)
+    rel_short = (short(x) - whole).abs().max() / whole.abs().max()
+    assert rel_short > 1e-4 and rel_short > 10 * rel
+
+
+def test_fade_is_bounded_by_segment_and_context():
+    from xumx_slicq.separator import fade_samples
+
+    assert fade_samples(9030, 100_000) == 9030 and fade_samples(9030, 100_000, 0.1) == 4410
+    assert fade_samples(9030, 100_000, 1.0) == 18060  # at most twice the context
+    assert fade_samples(90300, 1000, None) == 1000  # never longer than a segment
+    with pytest.raises(ValueError, match="fade_seconds"):
+        fade_samples(9030, 100_000, -1.0)
 
 
 def test_mono_input_gives_mono_output(model):
@@ -242,7 +260,7 @@ def test_backend_arguments_are_checked(model):
 
 
 def test_auto_without_onnx_falls_back_to_torch_network(model, tmp_path, monkeypatch):
-    """No exporter available: backend='auto' still measures Wiener-EM and runs the torch network."""
+    """No exporter available: backend='auto' runs the torch network; wiener='auto' is still chosen."""
     import xumx_slicq.backends as backends
 
     monkeypatch.setenv("XUMX_SLICQ_CACHE", str(tmp_path))
@@ -253,8 +271,79 @@ def test_auto_without_onnx_falls_back_to_torch_network(model, tmp_path, monkeypa
     monkeypatch.setattr(backends, "onnx_for_model", no_onnx)
     real = backends.measure_backends
     monkeypatch.setattr(backends, "measure_backends", lambda *a, **k: real(*a, **{**k, "seconds": 1.0}))
+    monkeypatch.setattr(backends, "measure_wiener", lambda *a, **k: {"torch": 2.0, "numba": 1.0})
     sep = Separator(model, backend="auto", wiener="auto")
     assert sep.backend == "torch" and sep.network is None
-    assert set(sep.backend_timings["network"]) == {"torch"} and sep.wiener in ("torch", "numba")
+    # one network backend: nothing measured for it; Wiener-EM measured at the chunk's size
+    assert "network" not in sep.backend_timings and sep.wiener == "numba"
     with pytest.raises(RuntimeError, match="no exporter"):
         Separator(model, backend="onnxruntime")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# wiener="auto": torch or numba per problem size (measurements monkeypatched)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _fake_wiener_timings(monkeypatch, tmp_path, crossover_s):
+    """numba faster below ``crossover_s`` seconds of input, torch above; returns the list of measured sizes."""
+    import xumx_slicq.backends as backends
+
+    monkeypatch.setenv("XUMX_SLICQ_CACHE", str(tmp_path))
+    measured = []
+
+    def fake(model, seconds, niter, softmask=False, residual=False, candidates=("torch", "numba"), repeats=2):
+        measured.append(seconds)
+        return {"torch": 1.0, "numba": 0.5 if seconds < crossover_s else 2.0}
+
+    monkeypatch.setattr(backends, "measure_wiener", fake)
+    return measured
+
+
+def test_wiener_bucket_rounds_up_to_5_seconds():
+    from xumx_slicq.backends import wiener_bucket
+
+    assert wiener_bucket(1) == 5.0 and wiener_bucket(5 * SR) == 5.0 and wiener_bucket(5 * SR + 1) == 10.0
+    assert wiener_bucket(int(36.1 * SR)) == 40.0
+
+
+def test_wiener_auto_chooses_per_size_and_caches(model, tmp_path, monkeypatch):
+    import xumx_slicq.filtering  # noqa: F401
+    import xumx_slicq.separator as separator_module
+
+    measured = _fake_wiener_timings(monkeypatch, tmp_path, crossover_s=12.0)
+    sep = Separator(model, wiener="auto", chunk_seconds=12, context_seconds=1)
+    # the whole chunk with its context (~14 s -> the 15 s bucket): torch is faster there
+    assert measured == [15.0] and sep.wiener == "torch" and sep.wiener_auto
+    assert sep.backend_timings["wiener"] == {"torch": 1.0, "numba": 2.0}
+    assert sep.backend_timings["best"]["wiener"] == "torch"
+    used = []
+    real = separator_module.wiener_blocks
+    monkeypatch.setattr(separator_module, "wiener_blocks",
+                        lambda *a, backend, **k: used.append(backend) or real(*a, backend=backend, **k))
+    sep(torch.randn(1, 2, 2 * SR) * 0.1)  # a short song: one piece of ~4 s -> the 5 s bucket, where numba wins
+    assert measured == [15.0, 5.0] and used == ["numba"]
+    sep(torch.randn(1, 2, 2 * SR) * 0.1)  # the same size again: remembered, not measured
+    assert measured == [15.0, 5.0] and used == ["numba", "numba"]
+    # a new separator on the same machine: both sizes come from the per-machine cache
+    again = Separator(model, wiener="auto", chunk_seconds=12, context_seconds=1)
+    assert again.wiener_for(2 * SR) == "numba" and again.wiener == "torch" and measured == [15.0, 5.0]
+    cache = __import__("json").loads((tmp_path / "wiener_choice.json").read_text())
+    assert sorted(v["bucket_seconds"] for v in cache.values()) == [5.0, 15.0]
+
+
+def test_wiener_explicit_or_off_never_measures(model, tmp_path, monkeypatch):
+    measured = _fake_wiener_timings(monkeypatch, tmp_path, crossover_s=12.0)
+    for wiener in ("torch", "numba", "off"):
+        sep = Separator(model, wiener=wiener, chunk_seconds=12, context_seconds=1)
+        assert not sep.wiener_auto and sep.wiener_for(2 * SR) == (wiener if wiener != "off" else "off")
+    assert Separator(model, wiener="auto", niter=0).wiener == "off"
+    assert measured == []
+
+
+def test_measure_wiener_times_both_backends(model):
+    """The real measurement (no monkeypatch): both backends on a short piece, positive times."""
+    from xumx_slicq.backends import measure_wiener
+
+    t = measure_wiener(model, 1.0, niter=1, repeats=1)
+    assert set(t) == {"torch", "numba"} and min(t.values()) > 0

@@ -6,7 +6,9 @@
 * :func:`measure_backends`: time the network (torch vs the ONNX Runtime graphs: float32, int8) and Wiener-EM
   (torch vs numba) on noise;
 * :func:`choose_backends`: the fastest of each, measured once per machine, architecture and options, cached in
-  ``<cache_dir>/backend_choice.json``.
+  ``<cache_dir>/backend_choice.json``;
+* :func:`choose_wiener`: the faster Wiener-EM backend for a problem size (the separator's chunk with context, or
+  a shorter song), measured once per machine and size bucket, cached in ``<cache_dir>/wiener_choice.json``.
 
 :class:`xumx_slicq.separator.Separator` calls these when asked for ``"auto"`` or ``"onnxruntime"``; nothing here
 separates audio.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import pathlib
 import platform
@@ -189,4 +192,73 @@ def choose_backends(model: nn.Module, onnx_path: Union[None, PathLike, Mapping[s
         log.warning("cannot cache the backend choice in %s: %s", path, exc)
     log.warning("backend='auto': network %s, Wiener-EM %s (measured, s: %s)", found["best"]["network"],
              found["best"]["wiener"], {k: found[k] for k in ("network", "wiener")})
+    return found
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Wiener-EM: torch or numba, chosen per problem size
+# --------------------------------------------------------------------------------------------------------------
+
+#: Wiener-EM choices are measured per size bucket of this many seconds of input (a chunk with its context)
+WIENER_BUCKET_S = 5.0
+
+
+def wiener_bucket(nb_samples_audio: int, sample_rate: int = 44100) -> float:
+    """The size bucket (seconds of input, a multiple of :data:`WIENER_BUCKET_S`) a Wiener-EM problem of
+    ``nb_samples_audio`` samples is measured and cached under."""
+    return WIENER_BUCKET_S * max(1, math.ceil(nb_samples_audio / sample_rate / WIENER_BUCKET_S - 1e-9))
+
+
+def measure_wiener(model: nn.Module, seconds: float, niter: int, softmask: bool = False, residual: bool = False,
+                   candidates: Sequence[str] = ("torch", "numba"), repeats: int = 2) -> Dict[str, float]:
+    """Best wall seconds of :func:`~xumx_slicq.filtering.wiener_blocks` per backend on ``seconds`` of noise
+    through the model's transform, after a first call apart (numba's compilation or cache load). The estimates are
+    the mixture magnitudes split into random shares per target: the cost does not depend on the content, so the
+    network is not run."""
+    slicqt = SliCQT(**model.slicq_config)
+    gen = torch.Generator().manual_seed(0)
+    x = 0.1 * torch.randn(1, model.nb_channels, int(seconds * slicqt.sample_rate), generator=gen)
+    with torch.no_grad():
+        mix = slicqt(x)  # blocks (1, nb_channels, nb_bins_b, nb_slices, T_b)
+        shares = torch.rand(1, model.nb_targets, 1, 1, 1, 1, generator=gen)
+        est = [m.abs().unsqueeze(1) * shares for m in mix]  # (1, nb_targets, nb_channels, nb_bins_b, S, T_b)
+        opts = dict(iterations=niter, softmask=softmask, residual=residual)
+        return {w: time_calls(lambda w=w: wiener_blocks(est, mix, backend=w, **opts), repeats).best_s
+                for w in candidates}
+
+
+def choose_wiener(model: nn.Module, nb_samples_audio: int, niter: int, softmask: bool = False,
+                  residual: bool = False, candidates: Sequence[str] = ("torch", "numba"), refresh: bool = False
+                  ) -> Dict[str, Any]:
+    """The faster Wiener-EM backend for problems of ``nb_samples_audio`` input samples on this machine.
+
+    Measured (:func:`measure_wiener`) at the size bucket's length (:func:`wiener_bucket`) once per machine,
+    transform, channels, targets, options and bucket, and cached in ``<cache_dir>/wiener_choice.json``: which
+    backend wins depends on the problem size and on the machine (docs/wiener.md). Returns ``{"best": backend,
+    "timings": {backend: s}, "bucket_seconds": ..., "machine": ..., "measured_at": ...}``.
+    """
+    bucket = wiener_bucket(nb_samples_audio, int(model.slicq_config.get("sample_rate", 44100)))
+    options = {"niter": niter, "softmask": softmask, "residual": residual, "candidates": list(candidates),
+               "bucket_seconds": bucket}
+    text = json.dumps({"machine": machine_fingerprint(), "slicq": model.slicq_config, "channels": model.nb_channels,
+                       "targets": model.nb_targets, **options}, sort_keys=True, default=str)
+    key = hashlib.sha256(text.encode()).hexdigest()[:24]
+    path = cache_dir() / "wiener_choice.json"
+    try:
+        cache = json.loads(path.read_text())
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, json.JSONDecodeError):
+        cache = {}
+    if not refresh and key in cache:
+        return cache[key]
+    timings = measure_wiener(model, bucket, niter, softmask, residual, candidates)
+    found = {"best": min(timings, key=timings.get), "timings": timings, "bucket_seconds": bucket,
+             "machine": machine_fingerprint(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    cache[key] = found
+    try:
+        write_json(path, cache)
+    except OSError as exc:  # a read-only home must not stop separation
+        log.warning("cannot cache the Wiener-EM choice in %s: %s", path, exc)
+    log.info("wiener='auto' for %g s inputs: %s (measured: %s)", bucket, found["best"], timings)
     return found

@@ -23,6 +23,13 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
+#: chunking defaults of every entry point (Separator, Engine, xumx-slicq, python -m submission, predict.py): chunk
+#: length, context on each side (rounded to the slice hop), cross-fade (None: the context). Here, in a module
+#: without heavy imports, so command lines can show them in --help quickly; docs/wiener.md "Chunks" says why.
+CHUNK_SECONDS = 30.0
+CONTEXT_SECONDS = 1.0
+FADE_SECONDS: Optional[float] = 0.4
+
 #: environment variable injecting artificial per-chunk delays (tests; see :func:`parse_delays`)
 DELAY_ENV = "XUMX_SUBMISSION_DELAY"
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 from . import __version__, files
+from .budget import CHUNK_SECONDS, CONTEXT_SECONDS, FADE_SECONDS
 
 EXIT_OK, EXIT_FAILED, EXIT_FATAL = 0, 1, 2
 SUMMARY = "summary.json"
@@ -150,8 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "and the gated int8 ONNX file when they exist next to the weights, measured on first use "
                         "and cached; onnxruntime-int8 needs the gated xumx_slicq_int8.onnx)")
     g.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default cpu)")
-    g.add_argument("--chunk-seconds", type=float, default=30.0,
-                   help="longest piece separated at once; memory grows with it, not with the song (default 30)")
+    g.add_argument("--chunk-seconds", type=float, default=CHUNK_SECONDS,
+                   help="longest piece separated at once; memory grows with it, not with the song "
+                        "(default %(default)g)")
+    g.add_argument("--context-seconds", type=float, default=CONTEXT_SECONDS,
+                   help="extra input on each side of a chunk, rounded to the slice hop (default %(default)g)")
+    g.add_argument("--fade-seconds", type=float, default=FADE_SECONDS,
+                   help="cross-fade at chunk boundaries, at most twice the context (default %(default)s; "
+                        "None: the context)")
     g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     g.add_argument("--quiet", action="store_true", help="only warnings, errors and the final table (default off)")
     return p
@@ -257,6 +264,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         engine = Engine(model_dir, args.arch, backend=args.backend, niter=args.niter, wiener=args.wiener,
                         device=args.device, chunk_seconds=args.chunk_seconds, subtype=args.subtype,
+                        context_seconds=args.context_seconds, fade_seconds=args.fade_seconds,
                         calibrate=budgeted and any(s.problem is None for s in songs), log=log,
                         output_format=args.format.upper())
     except (FileNotFoundError, ValueError, RuntimeError) as exc:

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .separator import SAMPLE_RATE, chunk_plan, chunked_apply
+from .separator import SAMPLE_RATE, chunk_plan, chunked_apply, fade_samples
 from . import timing
 
 from .audio_io import MixtureReader, StemWriter, probe
-from .budget import MIX4, CostModel, Path, build_ladder, choose_path, delay_for, parse_delays
+from .budget import CHUNK_SECONDS, CONTEXT_SECONDS, FADE_SECONDS, MIX4, CostModel, Path, build_ladder, choose_path, delay_for, parse_delays
 
 #: the four stems of the challenge, in file order
 STEMS = ("bass", "drums", "other", "vocals")
@@ -129,7 +129,8 @@ class Engine:
         wiener: ``auto`` (numba or torch, whichever measures cheaper), ``numba``, ``torch`` or ``off``.
         device: torch device.
         chunk_seconds: longest chunk; shorter ones are used when a chunk would take too much of a song's budget.
-        context_seconds: extra input on each side of a chunk, and cross-fade length.
+        context_seconds: extra input on each side of a chunk.
+        fade_seconds: cross-fade centred on every chunk boundary (None: the context).
         safety: fraction of each budget kept in reserve by the watchdog.
         subtype: soundfile subtype of the stems.
         calibrate: time the paths on 8 s of noise now, so the first song is planned from measurements.
@@ -140,10 +141,11 @@ class Engine:
     """
 
     def __init__(self, model_dir=None, arch: Optional[str] = None, backend: str = "auto", niter: int = 1,
-                 wiener: str = "auto", device: str = "cpu", chunk_seconds: float = 30.0,
-                 context_seconds: float = 3.0, safety: float = 0.15, subtype: str = "FLOAT",
+                 wiener: str = "auto", device: str = "cpu", chunk_seconds: float = CHUNK_SECONDS,
+                 context_seconds: float = CONTEXT_SECONDS, safety: float = 0.15, subtype: str = "FLOAT",
                  calibrate: bool = True, progress: bool = False, log: Optional[Callable[[str], None]] = None,
-                 heartbeat: float = HEARTBEAT, output_format: str = "WAV"):
+                 heartbeat: float = HEARTBEAT, output_format: str = "WAV",
+                 fade_seconds: Optional[float] = FADE_SECONDS):
         self.log = log or (lambda msg: print(msg, flush=True))
         self.heartbeat, self.output_format = float(heartbeat), output_format
         if not 0 <= safety < 1:
@@ -182,6 +184,7 @@ class Engine:
         self.hop = slicqt.sllen // 2 if slicqt is not None else 1024  # chunks aligned to the slice grid
         self.max_chunk = self._hop_multiple(chunk_seconds)
         self.context = self._hop_multiple(context_seconds)
+        self.fade_seconds = fade_seconds
         if calibrate:
             self.calibrate()
 
@@ -302,7 +305,7 @@ class Engine:
             reader.close()
             raise
         segment = self.choose_chunk(length, budget)
-        fade = 2 * (min(self.context, segment) // 2)  # as the Separator: cross-fades never longer than a segment
+        fade = fade_samples(self.context, segment, self.fade_seconds)  # as the Separator
         plan = chunk_plan(length, segment, fade)
         inputs = [(b - a + 2 * self.context) / SAMPLE_RATE for a, b in plan]  # input seconds of every chunk
         result.chunk_seconds = segment / SAMPLE_RATE

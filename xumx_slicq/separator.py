@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
+import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from . import files
+from .budget import CHUNK_SECONDS, CONTEXT_SECONDS, FADE_SECONDS  # noqa: F401 - re-exported defaults
 from .audio import resample
 from .filtering import wiener_blocks
 from .transforms import SliCQT, mix_phase
@@ -138,6 +140,15 @@ def _hop_multiple(seconds: float, hop: int, minimum: int = 1) -> int:
     return max(minimum, int(round(seconds * SAMPLE_RATE / hop))) * hop
 
 
+def fade_samples(context: int, segment: int, fade_seconds: Optional[float] = None) -> int:
+    """The cross-fade in samples (even): ``fade_seconds`` (None: the context), never longer than a segment or
+    twice the context (``chunked_apply`` needs ``context >= fade / 2``)."""
+    fade = context if fade_seconds is None else int(round(fade_seconds * SAMPLE_RATE))
+    if fade < 0:
+        raise ValueError(f"fade_seconds must be >= 0, got {fade_seconds}")
+    return 2 * (min(fade, segment, 2 * context) // 2)
+
+
 class Separator(nn.Module):
     """Chunked, bounded-memory separation with a trained model.
 
@@ -147,9 +158,14 @@ class Separator(nn.Module):
         softmask: initialise Wiener-EM from ratio masks instead of magnitudes x mixture phase.
         residual: add a ``residual`` target (mixture minus the others).
         wiener: ``"torch"``, ``"numba"`` (the block kernels of :mod:`xumx_slicq.wiener_numba`), ``"off"`` (same
-            as ``niter=0``) or ``"auto"`` (the faster of torch and numba on this machine, measured once and cached).
+            as ``niter=0``) or ``"auto"`` (the faster of torch and numba on this machine for the size of each piece,
+            a chunk with its context or a shorter song: measured once per machine and size, cached;
+            :meth:`wiener_for`).
         chunk_seconds: output seconds per segment (memory grows with it, not with the song).
-        context_seconds: extra input on each side of a segment and cross-fade length.
+        context_seconds: extra input on each side of a segment (rounded to the slice hop).
+        fade_seconds: length of the cross-fade centred on every segment boundary (None: ``context_seconds``); at
+            most twice the context. Output more than ``context - fade / 2`` from a chunk's input edge is exact
+            without Wiener-EM once that margin covers the path's reach (docs/wiener.md, "Chunks").
         device: where to run (default: the model's device).
         backend: network backend: ``"torch"``, ``"onnxruntime"`` (the float32 exported graph, CUDA provider when
             available, see :mod:`xumx_slicq.onnx_backend`), ``"onnxruntime-int8"`` (the gated int8 graph next to
@@ -165,8 +181,9 @@ class Separator(nn.Module):
         int8_path: the int8 file for ``onnxruntime-int8``/``auto`` (default ``<model_dir>/xumx_slicq_int8.onnx``);
             used only when gated (:func:`xumx_slicq.quantize.gate_status`).
 
-    Attributes ``backend`` and ``wiener`` hold the resolved choices (never ``"auto"``); ``backend_timings``
-    the measurement behind an ``"auto"`` choice.
+    Attributes ``backend`` and ``wiener`` hold the resolved choices (never ``"auto"``; ``wiener`` is the choice
+    for a whole chunk, ``wiener_auto`` says whether shorter pieces choose again); ``backend_timings`` the
+    measurements behind an ``"auto"`` choice.
 
     ``forward`` maps ``(nb_samples, nb_channels, nb_timesteps)`` at 44.1 kHz (1 or 2 channels) to
     ``(nb_samples, nb_targets, nb_channels, nb_timesteps)``, exactly the input length.
@@ -179,8 +196,9 @@ class Separator(nn.Module):
         softmask: bool = False,
         residual: bool = False,
         wiener: str = "torch",
-        chunk_seconds: float = 30.0,
-        context_seconds: float = 3.0,
+        chunk_seconds: float = CHUNK_SECONDS,
+        context_seconds: float = CONTEXT_SECONDS,
+        fade_seconds: Optional[float] = FADE_SECONDS,
         device: Optional[Union[str, torch.device]] = None,
         backend: str = "auto",
         onnx_path: Optional[PathLike] = None,
@@ -209,8 +227,6 @@ class Separator(nn.Module):
         if self.wiener == "auto" and not self.is_slicq:
             self.wiener = "torch"
         self.backend = backend
-        if backend != "torch" or self.wiener == "auto":
-            self._resolve_backends(onnx_path, int8_path, model_dir, dict(onnx_options or {}), device)
         if self.is_slicq:
             self.slicqt = SliCQT(**model.slicq_config)
             hop = self.slicqt.sllen // 2  # segments aligned to the slice grid keep slices identical
@@ -219,10 +235,23 @@ class Separator(nn.Module):
             hop = 1024  # STFT hop of the baselines
         self.segment = _hop_multiple(chunk_seconds, hop)
         self.context = _hop_multiple(context_seconds, hop)
-        self.fade = 2 * (min(self.context, self.segment) // 2)  # cross-fades never longer than a segment
+        self.fade = fade_samples(self.context, self.segment, fade_seconds)
+        self.wiener_auto = self.wiener == "auto"  # chosen per problem size (wiener_for), measured once per machine
+        self._wiener_by_size: Dict[float, Dict[str, Any]] = {}
+        if backend != "torch" or self.wiener_auto:
+            self._resolve_backends(onnx_path, int8_path, model_dir, dict(onnx_options or {}), device)
         self.nb_channels = int(getattr(model, "nb_channels", 2))
+        self.reset_stats()
         if device is not None:
             self.to(device)
+
+    def reset_stats(self) -> None:
+        """Zero :attr:`stats`: seconds spent per stage (``forward_slicq_s``, ``network_s``, ``wiener_s``,
+        ``inverse_slicq_s``; xumx-sliCQ only) and the input length of every segment run (``segment_samples``,
+        context included), accumulated by :meth:`separate_segment` for the speed reports
+        (:func:`xumx_slicq.flops.stage_report`)."""
+        self.stats: Dict[str, Any] = {"forward_slicq_s": 0.0, "network_s": 0.0, "wiener_s": 0.0,
+                                      "inverse_slicq_s": 0.0, "segment_samples": []}
 
     def _resolve_backends(self, onnx_path, int8_path, model_dir, onnx_options: Dict[str, Any], device) -> None:
         """Load the ONNX network and/or measure what ``"auto"`` should pick (cached per machine)."""
@@ -259,16 +288,35 @@ class Separator(nn.Module):
         if self.backend == "auto" and not paths:
             self.backend = "torch"  # nothing to choose from: no measurement
             log.info("backend='auto': no ONNX network for these weights; the network runs in torch")
-        if self.backend == "auto" or self.wiener == "auto":
-            choice = backends.choose_backends(self.model, paths if self.backend == "auto" else None, self.niter,
-                                              self.softmask, self.residual, self.wiener, onnx_options=onnx_options)
-            self.backend_timings = choice
-            if self.backend == "auto":
-                self.backend = choice["best"]["network"]
-            if self.wiener == "auto":
-                self.wiener = choice["best"]["wiener"]
+        if self.backend == "auto":  # the network alone (niter 0): Wiener-EM is chosen per size below
+            choice = backends.choose_backends(self.model, paths, 0, self.softmask, self.residual, "off",
+                                              onnx_options=onnx_options)
+            self.backend_timings = {"network": choice["network"], "best": {"network": choice["best"]["network"]}}
+            self.backend = choice["best"]["network"]
+        if self.wiener_auto:
+            # the choice for a whole chunk with its context; shorter pieces (short songs, a last chunk) get theirs
+            # when they come (wiener_for)
+            self.wiener = self.wiener_for(self.segment + 2 * self.context)
+            timings = self.backend_timings or {"best": {}}
+            timings["wiener"] = self._wiener_by_size[backends.wiener_bucket(self.segment + 2 * self.context)][
+                "timings"]
+            timings["best"]["wiener"] = self.wiener
+            timings["wiener_by_size"] = self._wiener_by_size
+            self.backend_timings = timings
         if self.backend in paths:
             self.network = OnnxNetwork(paths[self.backend], **onnx_options)
+
+    def wiener_for(self, nb_samples_audio: int) -> str:
+        """The Wiener-EM backend for a piece of ``nb_samples_audio`` input samples: ``self.wiener`` unless it was
+        ``"auto"``, then the faster of torch and numba for that size on this machine
+        (:func:`xumx_slicq.backends.choose_wiener`: measured once per machine and 5 s size bucket, cached)."""
+        if not self.wiener_auto:
+            return self.wiener
+        bucket = backends.wiener_bucket(nb_samples_audio)
+        if bucket not in self._wiener_by_size:
+            self._wiener_by_size[bucket] = backends.choose_wiener(self.model, nb_samples_audio, self.niter,
+                                                                  self.softmask, self.residual)
+        return self._wiener_by_size[bucket]["best"]
 
     @property
     def device(self) -> torch.device:
@@ -285,18 +333,29 @@ class Separator(nn.Module):
         """Separate one piece in one go: ``(nb_samples, nb_channels, n)`` -> ``(nb_samples, nb_targets,
         nb_channels, n)``. Memory grows with ``n``: use :meth:`forward` for whole songs."""
         x = x.to(self.device)
+        stats = self.stats
+        stats["segment_samples"].append(int(x.shape[-1]))
         if not self.is_slicq:
             return self.model.separate(x, niter=self.niter, softmask=self.softmask, residual=self.residual)
+        t0 = time.perf_counter()
         mix = self.slicqt(x)  # blocks (nb_samples, nb_channels, nb_bins_b, nb_slices, T_b)
+        t1 = time.perf_counter()
         network = self.model if self.network is None else self.network
         estimates = network([b.abs() for b in mix])  # (nb_samples, nb_targets, nb_channels, ...)
+        t2 = time.perf_counter()
         if self.wiener == "off" and not (self.softmask or self.residual):
             out = [mix_phase(e, m) for e, m in zip(estimates, mix)]
         else:  # "off" with softmask or residual: the initial estimate of the torch backend (niter 0)
-            backend = "torch" if self.wiener == "off" else self.wiener
+            backend = "torch" if self.wiener == "off" else self.wiener_for(x.shape[-1])
             out = wiener_blocks(estimates, mix, backend=backend, iterations=self.niter, softmask=self.softmask,
                                 residual=self.residual)
-        return self.slicqt.inverse(out, x.shape[-1])
+        t3 = time.perf_counter()
+        y = self.slicqt.inverse(out, x.shape[-1])
+        t4 = time.perf_counter()
+        for key, seconds in (("forward_slicq_s", t1 - t0), ("network_s", t2 - t1), ("wiener_s", t3 - t2),
+                             ("inverse_slicq_s", t4 - t3)):
+            stats[key] += seconds
+        return y
 
     def _prepare(self, x: Tensor) -> Tuple[Tensor, int]:
         if x.dim() != 3:
