@@ -57,8 +57,8 @@ def count_ops(fn) -> Dict[str, object]:
             "most_common": collections.Counter(top).most_common(15)}
 
 
-def run(batch: int, seconds: float, repeats: int, max_padding: Sequence[float], threads: int, model_only: bool
-        ) -> Dict[str, object]:
+def run(batch: int, seconds: float, repeats: int, max_padding: Sequence[float], threads: int, model_only: bool,
+        count_batch: Optional[int] = None) -> Dict[str, object]:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     slicqt = SliCQT()
@@ -72,14 +72,16 @@ def run(batch: int, seconds: float, repeats: int, max_padding: Sequence[float], 
     for bound in max_padding:
         variants[f"fused_{bound:g}"] = copy.deepcopy(base).set_fused(True, bound)
 
-    def step(model: XUMXSliCQ):
+    def step(model: XUMXSliCQ, n: int = batch):
+        """One training step on the first ``n`` items of the batch."""
         def go():
             model.zero_grad(set_to_none=True)
-            mix = slicqt(x)
+            mix = slicqt(x[:n])
             est = model([b.abs() for b in mix])
-            target = [b.abs().reshape(batch, base.nb_targets, *b.shape[1:])
-                      for b in slicqt(y.reshape(-1, *y.shape[2:]))]  # (batch, targets, channels, ...)
-            loss.terms(est, target, mixture=mix, target_waveforms=y)["total"].backward()
+            # targets folded into the batch axis for the transform, then split again: (n, targets, channels, ...)
+            target = [b.abs().reshape(n, base.nb_targets, *b.shape[1:])
+                      for b in slicqt(y[:n].reshape(-1, *y.shape[2:]))]
+            loss.terms(est, target, mixture=mix, target_waveforms=y[:n])["total"].backward()
         return go
 
     def model_step(model: XUMXSliCQ, mags):
@@ -93,9 +95,11 @@ def run(batch: int, seconds: float, repeats: int, max_padding: Sequence[float], 
                               "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                               "load_average_before": list(os.getloadavg()), "variants": {}}
     nb_slices = slicqt.nb_slices(length)
-    mags = [b.abs() for b in slicqt(x)]
+    n_count = min(count_batch or batch, batch)
+    out["count_batch"] = n_count
+    mags = [b.abs() for b in slicqt(x[:n_count])]
     for name, model in variants.items():
-        rec: Dict[str, object] = {"training_step_ops": count_ops(step(model))}
+        rec: Dict[str, object] = {"training_step_ops": count_ops(step(model, n_count))}
         if model_only:
             rec["model_only_ops"] = count_ops(model_step(model, mags))
         if model.fused is not None:
@@ -110,6 +114,8 @@ def run(batch: int, seconds: float, repeats: int, max_padding: Sequence[float], 
                  else ""), flush=True)
     if repeats > 0:
         times: Dict[str, List[float]] = {name: [] for name in variants}
+        for model in variants.values():  # warm-up at the timed batch size (the counting may have used a smaller one)
+            step(model)()
         for _ in range(repeats):  # interleaved: one step of every variant per round
             for name, model in variants.items():
                 times[name].extend(time_calls(step(model), repeats=1).wall_s)
@@ -138,13 +144,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help=f"torch threads (default {torch.get_num_threads()})")
     parser.add_argument("--model-only", action="store_true",
                         help="also count the model's forward + backward alone (default off)")
+    parser.add_argument("--count-batch", type=int, default=None,
+                        help="batch of the operator-counting steps (default: --batch; the count does not depend on "
+                             "it, the profiler's cost does)")
     parser.add_argument("--output", required=True, help="JSON file to write")
     args = parser.parse_args(argv)
     if args.batch < 1 or args.seconds <= 0 or args.repeats < 0 or args.threads < 1 or min(args.max_padding) < 1:
         print("error: need --batch >= 1, --seconds > 0, --repeats >= 0, --threads >= 1, --max-padding >= 1",
               file=sys.stderr)
         return 2
-    out = run(args.batch, args.seconds, args.repeats, args.max_padding, args.threads, args.model_only)
+    out = run(args.batch, args.seconds, args.repeats, args.max_padding, args.threads, args.model_only,
+              args.count_batch)
     files.write_json(args.output, out)
     print(f"wrote {args.output}")
     return 0

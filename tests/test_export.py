@@ -220,7 +220,9 @@ def test_auto_picks_the_measured_fastest_and_caches_it(exported, tmp_path, monke
     assert len(calls) == 1 and (again.backend, again.wiener) == (sep.backend, sep.wiener)  # from the cache
     Separator(model, backend="auto", wiener="torch", **opts)  # the network's choice does not depend on Wiener-EM
     assert len(calls) == 1
-    Separator(model, backend="auto", wiener="off", softmask=True, **opts)  # other options: measured anew
+    Separator(model, backend="auto", wiener="off", softmask=True, **opts)  # Wiener-EM options: same network
+    assert len(calls) == 1
+    Separator(model, backend="auto", wiener="off", **{**opts, "onnx_options": {"threads": 2}})  # measured anew
     assert len(calls) == 2 and len(json.loads((tmp_path / "backend_choice.json").read_text())) == 2
 
 

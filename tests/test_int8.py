@@ -169,12 +169,11 @@ def test_auto_never_picks_an_ungated_int8_file(setup, tmp_path, monkeypatch, cap
     model, model_dir, *_ = setup
     seen = []
 
-    def int8_always_fastest(model, onnx_path, niter, *a, **k):
+    def int8_always_fastest(model, onnx_path, *a, **k):
         names = sorted(backends._onnx_candidates(onnx_path))
         seen.append(names)
         network = {"torch": 1.0, **{n: (0.01 if n == "onnxruntime-int8" else 0.5) for n in names}}
-        return {"network": network, "wiener": {}, "best": {"network": min(network, key=network.get),
-                                                          "wiener": "off"}, "seconds": 1.0}
+        return {"network": network, "best": {"network": min(network, key=network.get)}, "seconds": 1.0}
 
     monkeypatch.setattr(backends, "measure_backends", int8_always_fastest)
     for case, folder in _ungated_copies(model_dir, tmp_path).items():

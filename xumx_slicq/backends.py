@@ -3,9 +3,8 @@
 
 * :func:`onnx_for_model`: an ONNX export of exactly these weights (next to them, or in the per-machine cache);
 * :func:`int8_for_model`: the gated int8 network next to the weights (:mod:`xumx_slicq.quantize`), or why not;
-* :func:`measure_backends`: time the network (torch vs the ONNX Runtime graphs: float32, int8) and Wiener-EM
-  (torch vs numba) on noise;
-* :func:`choose_backends`: the fastest of each, measured once per machine, architecture and options, cached in
+* :func:`measure_backends`: time the network (torch vs the ONNX Runtime graphs: float32, int8) on noise;
+* :func:`choose_backends`: the fastest, measured once per machine, architecture and candidates, cached in
   ``<cache_dir>/backend_choice.json``;
 * :func:`choose_wiener`: the faster Wiener-EM backend for a problem size (the separator's chunk with context, or
   a shorter song), measured once per machine and size bucket, cached in ``<cache_dir>/wiener_choice.json``.
@@ -24,7 +23,7 @@ import os
 import pathlib
 import platform
 import time
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numba
 import torch
@@ -121,55 +120,10 @@ def _choice_key(model: nn.Module, options: Dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def measure_backends(model: nn.Module, onnx_path: Union[None, PathLike, Mapping[str, PathLike]], niter: int,
-                     softmask: bool = False, residual: bool = False, seconds: float = 12.0,
-                     wiener_candidates: Sequence[str] = ("torch", "numba"),
-                     onnx_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Time the network (torch vs each ONNX file) and Wiener-EM (torch vs numba) on ``seconds`` of audio.
-
-    ``onnx_path``: one float32 file (timed as ``"onnxruntime"``) or ``{backend: file}`` (``"onnxruntime"``,
-    ``"onnxruntime-int8"``); None: torch only.
-
-    Each figure is the best wall time of 2 calls after a warm-up call (:func:`xumx_slicq.timing.time_calls`).
-    The two stages are independent, so the fastest combination is the fastest of each. Returns
-    ``{"network": {backend: s}, "wiener": {backend: s}, "best": {"network": ..., "wiener": ...}, "seconds": ...}``.
-    """
-    slicqt = SliCQT(**model.slicq_config)
-    gen = torch.Generator().manual_seed(0)
-    n = int(seconds * slicqt.sample_rate)
-    # pink-ish noise at a music-like level: the cost does not depend on the content
-    x = torch.cumsum(torch.randn(1, model.nb_channels, n, generator=gen), -1)
-    x = 0.1 * (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True).clamp_min(1e-6)
-    with torch.no_grad():
-        mix = slicqt(x)
-        mags = [b.abs() for b in mix]
-        network: Dict[str, float] = {"torch": time_calls(lambda: model(mags)).best_s}
-        for name, path in _onnx_candidates(onnx_path).items():
-            net = OnnxNetwork(path, **(onnx_options or {}))
-            network[name] = time_calls(lambda net=net: net(mags)).best_s
-        wiener: Dict[str, float] = {}
-        if niter > 0:
-            est = model(mags)
-            opts = dict(iterations=niter, softmask=softmask, residual=residual)
-            for w in wiener_candidates:
-                wiener[w] = time_calls(lambda w=w: wiener_blocks(est, mix, backend=w, **opts)).best_s
-    best = {"network": min(network, key=network.get), "wiener": min(wiener, key=wiener.get) if wiener else "off"}
-    return {"network": network, "wiener": wiener, "best": best, "seconds": seconds}
-
-
-def choose_backends(model: nn.Module, onnx_path: Union[None, PathLike, Mapping[str, PathLike]], niter: int,
-                    softmask: bool, residual: bool, wiener: str, refresh: bool = False,
-                    onnx_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The measured fastest ``{"network": ..., "wiener": ...}`` for this machine, cached in
-    ``<cache_dir>/backend_choice.json`` (keyed by machine fingerprint, architecture, options and the candidate
-    network backends; ``onnx_path`` as in :func:`measure_backends`). The first measurement is logged (WARNING,
-    so it shows without any logging setup) before it starts: it takes seconds to a minute."""
-    candidates = ("torch", "numba") if wiener == "auto" else (wiener,)
-    networks = sorted(_onnx_candidates(onnx_path))
-    options = {"niter": niter, "softmask": softmask, "residual": residual, "wiener": list(candidates),
-               "onnx": networks, "onnx_options": dict(onnx_options or {})}
-    key = _choice_key(model, options)
-    path = cache_dir() / "backend_choice.json"
+def _cached(name: str, key: str, refresh: bool, measure: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+    """``<cache_dir>/<name>[key]``, or ``measure()`` stamped with the machine and time and stored there (a cache
+    that cannot be read starts empty; one that cannot be written only costs a warning)."""
+    path = cache_dir() / name
     try:
         cache = json.loads(path.read_text())
         if not isinstance(cache, dict):
@@ -178,11 +132,7 @@ def choose_backends(model: nn.Module, onnx_path: Union[None, PathLike, Mapping[s
         cache = {}
     if not refresh and key in cache:
         return cache[key]
-    log.warning("measuring the network backends %s%s once on this machine (12 s of noise, a few seconds to a "
-                "minute; the choice is cached in %s)", ["torch", *networks],
-                f" and Wiener-EM {list(candidates)}" if niter > 0 and len(candidates) > 1 else "", path)
-    found = measure_backends(model, onnx_path, niter, softmask, residual,
-                             wiener_candidates=candidates if niter > 0 else (), onnx_options=onnx_options)
+    found = measure()
     found["machine"] = machine_fingerprint()
     found["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     cache[key] = found
@@ -190,9 +140,50 @@ def choose_backends(model: nn.Module, onnx_path: Union[None, PathLike, Mapping[s
         write_json(path, cache)
     except OSError as exc:  # a read-only home must not stop separation
         log.warning("cannot cache the backend choice in %s: %s", path, exc)
-    log.warning("backend='auto': network %s, Wiener-EM %s (measured, s: %s)", found["best"]["network"],
-             found["best"]["wiener"], {k: found[k] for k in ("network", "wiener")})
     return found
+
+
+def measure_backends(model: nn.Module, onnx_path: Union[None, PathLike, Mapping[str, PathLike]],
+                     seconds: float = 12.0, onnx_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Time the network: torch vs each ONNX file, on ``seconds`` of audio.
+
+    ``onnx_path``: one float32 file (timed as ``"onnxruntime"``) or ``{backend: file}`` (``"onnxruntime"``,
+    ``"onnxruntime-int8"``); None: torch only. Each figure is the best wall time of 2 calls after a warm-up call
+    (:func:`xumx_slicq.timing.time_calls`). Wiener-EM is chosen apart, per problem size (:func:`choose_wiener`).
+    Returns ``{"network": {backend: s}, "best": {"network": backend}, "seconds": seconds}``.
+    """
+    slicqt = SliCQT(**model.slicq_config)
+    gen = torch.Generator().manual_seed(0)
+    n = int(seconds * slicqt.sample_rate)
+    # pink-ish noise at a music-like level: the cost does not depend on the content
+    x = torch.cumsum(torch.randn(1, model.nb_channels, n, generator=gen), -1)
+    x = 0.1 * (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True).clamp_min(1e-6)
+    with torch.no_grad():
+        mags = [b.abs() for b in slicqt(x)]
+        network: Dict[str, float] = {"torch": time_calls(lambda: model(mags)).best_s}
+        for name, path in _onnx_candidates(onnx_path).items():
+            net = OnnxNetwork(path, **(onnx_options or {}))
+            network[name] = time_calls(lambda net=net: net(mags)).best_s
+    return {"network": network, "best": {"network": min(network, key=network.get)}, "seconds": seconds}
+
+
+def choose_backends(model: nn.Module, onnx_path: Union[None, PathLike, Mapping[str, PathLike]],
+                    refresh: bool = False, onnx_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The measured fastest network backend for this machine (:func:`measure_backends`' result), cached in
+    ``<cache_dir>/backend_choice.json`` (keyed by machine fingerprint, architecture, the candidate network
+    backends and the ONNX options). The first measurement is logged (WARNING, so it shows without any logging
+    setup) before it starts: it takes seconds to a minute."""
+    networks = sorted(_onnx_candidates(onnx_path))
+    key = _choice_key(model, {"onnx": networks, "onnx_options": dict(onnx_options or {})})
+
+    def measure() -> Dict[str, Any]:
+        log.warning("measuring the network backends %s once on this machine (12 s of noise, a few seconds to a "
+                    "minute; the choice is cached in %s)", ["torch", *networks], cache_dir() / "backend_choice.json")
+        found = measure_backends(model, onnx_path, onnx_options=onnx_options)
+        log.warning("backend='auto': network %s (measured, s: %s)", found["best"]["network"], found["network"])
+        return found
+
+    return _cached("backend_choice.json", key, refresh, measure)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -243,22 +234,10 @@ def choose_wiener(model: nn.Module, nb_samples_audio: int, niter: int, softmask:
     text = json.dumps({"machine": machine_fingerprint(), "slicq": model.slicq_config, "channels": model.nb_channels,
                        "targets": model.nb_targets, **options}, sort_keys=True, default=str)
     key = hashlib.sha256(text.encode()).hexdigest()[:24]
-    path = cache_dir() / "wiener_choice.json"
-    try:
-        cache = json.loads(path.read_text())
-        if not isinstance(cache, dict):
-            cache = {}
-    except (OSError, json.JSONDecodeError):
-        cache = {}
-    if not refresh and key in cache:
-        return cache[key]
-    timings = measure_wiener(model, bucket, niter, softmask, residual, candidates)
-    found = {"best": min(timings, key=timings.get), "timings": timings, "bucket_seconds": bucket,
-             "machine": machine_fingerprint(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    cache[key] = found
-    try:
-        write_json(path, cache)
-    except OSError as exc:  # a read-only home must not stop separation
-        log.warning("cannot cache the Wiener-EM choice in %s: %s", path, exc)
-    log.info("wiener='auto' for %g s inputs: %s (measured: %s)", bucket, found["best"], timings)
-    return found
+
+    def measure() -> Dict[str, Any]:
+        timings = measure_wiener(model, bucket, niter, softmask, residual, candidates)
+        log.info("wiener='auto' for %g s inputs: %s (measured: %s)", bucket, min(timings, key=timings.get), timings)
+        return {"best": min(timings, key=timings.get), "timings": timings, "bucket_seconds": bucket}
+
+    return _cached("wiener_choice.json", key, refresh, measure)

@@ -288,9 +288,8 @@ class Separator(nn.Module):
         if self.backend == "auto" and not paths:
             self.backend = "torch"  # nothing to choose from: no measurement
             log.info("backend='auto': no ONNX network for these weights; the network runs in torch")
-        if self.backend == "auto":  # the network alone (niter 0): Wiener-EM is chosen per size below
-            choice = backends.choose_backends(self.model, paths, 0, self.softmask, self.residual, "off",
-                                              onnx_options=onnx_options)
+        if self.backend == "auto":  # the network alone: Wiener-EM is chosen per size below
+            choice = backends.choose_backends(self.model, paths, onnx_options=onnx_options)
             self.backend_timings = {"network": choice["network"], "best": {"network": choice["best"]["network"]}}
             self.backend = choice["best"]["network"]
         if self.wiener_auto:
