@@ -19,7 +19,8 @@ A failing song is the kit's business: its exception propagates (the real kit the
 ``prediction`` accepts the ``music_name=`` keyword that one version of the kit passes.
 
 Settings (environment): ``XUMX_MODEL_DIR``, ``XUMX_BACKEND`` (auto), ``XUMX_WIENER`` (auto), ``XUMX_NITER`` (1),
-``XUMX_BUDGET_FACTOR`` (1.57), ``XUMX_SAFETY`` (0.15). Nothing is downloaded.
+``XUMX_BUDGET_FACTOR`` (1.57), ``XUMX_SAFETY`` (0.15), ``XUMX_CALIBRATION_SECONDS`` (8: seconds of noise per
+calibrated path). Nothing is downloaded.
 """
 
 import os
@@ -115,7 +116,7 @@ class XUMXSliCQPredictor(MusicDemixingPredictor):
         )
         loaded = time.monotonic() - start
         if loaded < 0.5 * self.setup_limit:
-            self.engine.calibrate()
+            self.engine.calibrate(float(os.environ.get("XUMX_CALIBRATION_SECONDS", "8")))
         else:
             log(f"warning: loading took {loaded:.1f} s of the {self.setup_limit:g} s setup limit: calibration "
                 f"skipped (the first song's first chunk calibrates)")
