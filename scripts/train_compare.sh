@@ -8,7 +8,8 @@
 #
 # Environment: ROOT (MUSDB18-HQ layout, default data/synth), OUT (default runs/compare), EXAMPLES (training
 # examples per model, default 12800 = 400 batches of 32), HOURS (wall-clock cap per model, default 4),
-# ARCHS (default "xumx-slicq umx xumx"), THREADS (torch threads, default 2), PYTHON (default .venv/bin/python).
+# ARCHS (default "xumx-slicq umx xumx"), THREADS (torch threads, default 2), PYTHON (default .venv/bin/python),
+# SLICQ_ARGS (extra options of the xumx-slicq run only, e.g. "--hidden-channels 16 32"; default none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${ROOT:-data/synth}
@@ -34,8 +35,10 @@ PY
         echo "== $arch: budget ($EXAMPLES examples or $HOURS h) already spent, skipping ($out)"
         continue
     fi
-    echo "== $arch -> $out ($(date -u +%FT%TZ))"
-    "$PYTHON" -m train --arch "$arch" --root "$ROOT" --output "$out" \
+    extra=()
+    if [ "$arch" = xumx-slicq ] && [ -n "${SLICQ_ARGS:-}" ]; then read -r -a extra <<< "$SLICQ_ARGS"; fi
+    echo "== $arch -> $out ($(date -u +%FT%TZ)) ${extra[*]:-}"
+    "$PYTHON" -m train --arch "$arch" --root "$ROOT" --output "$out" ${extra[@]+"${extra[@]}"} \
         --samples-per-track 16 --valid-seconds 30 --workers 1 --threads "$THREADS" \
         --max-examples "$EXAMPLES" --max-hours "$HOURS" --resume --no-progress
 done

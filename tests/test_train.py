@@ -86,3 +86,18 @@ def test_help_lists_the_recipe():
     for flag in ("--arch", "--fscale", "--fbins", "--fmin", "--sllen", "--mcoef", "--device", "--workers",
                  "--debug", "--resume", "--max-examples", "--max-hours"):
         assert flag in help_text
+
+
+def test_hidden_channels_option_builds_saves_and_guards_resume(tmp_path, corpus, capsys):
+    """``--hidden-channels 8 16``: a smaller network is trained, saved with its size, reloaded at that size; resuming
+    its checkpoint with another size is a clear error naming the checkpoint."""
+    run(corpus, tmp_path, "xumx-slicq", "--epochs", "1", "--hidden-channels", "8", "16")
+    model, meta = load_model(tmp_path, arch="xumx-slicq")
+    assert model.hidden_channels == (8, 16) and meta["config"]["hidden_channels"] == [8, 16]
+    assert model.nets[0].layers[0].out_channels == 4 * 8  # four targets x 8 channels
+    default_size = sum(p.numel() for p in type(model)().parameters())
+    assert sum(p.numel() for p in model.parameters()) < default_size / 5
+    with pytest.raises(SystemExit) as err:
+        trainer.main(["--root", str(corpus), "--output", str(tmp_path), "--debug", "--no-progress",
+                      "--valid-seconds", "2", "--epochs", "2", "--resume"])
+    assert "xumx_slicq.chkpnt" in str(err.value) and "--hidden-channels" in str(err.value)
