@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "context": ("benchmark.context", "chunk context / cross-fade: chunked vs unchunked output and MDX SDR"),
     "search": ("benchmark.search", "random search over sliCQ parameters by mix-phase oracle SDR"),
     "real": ("benchmark.real", "report-only MDX SDR on stempeg's real MUSDB18 excerpt vs floor and oracle"),
+    "ship": ("benchmark.ship", "candidate vs shipped model (and baselines) on every split: ship only if better"),
     "transform-demo": ("benchmark.transform_demo", "sliCQ of an audio file: layout, reconstruction, plot vs STFT"),
     "model-summary": ("benchmark.model_summary", "xumx-sliCQ block layout, parameter counts, torchinfo summary"),
 }
