@@ -131,9 +131,11 @@ def measure(config: str, song: str, model_dir: str, chunk_seconds: float = 30.0,
 # --------------------------------------------------------------------------------------------------------------
 
 
-def resolve_models(requested: Dict[str, Optional[str]], tmp: str) -> Dict[str, Dict]:
+def resolve_models(requested: Dict[str, Optional[str]], tmp: str,
+                   hidden_channels: Optional[Sequence[int]] = None) -> Dict[str, Dict]:
     """Per architecture, a folder holding its model: the requested one when it has that architecture, else
-    a randomly initialised model (seed 0) saved into ``tmp``. Returns ``{arch: {"dir", "weights"}}``."""
+    a randomly initialised model (seed 0) saved into ``tmp``. ``hidden_channels``: time a random xumx-sliCQ of
+    that size instead (cost only: the weights do not change the time). Returns ``{arch: {"dir", "weights"}}``."""
     import torch
 
     from xumx_slicq.checkpoint import DEFAULT_MODEL_DIR, build_model, find_model, save_model
@@ -141,14 +143,20 @@ def resolve_models(requested: Dict[str, Optional[str]], tmp: str) -> Dict[str, D
     out = {}
     for arch, folder in requested.items():
         folder = folder or str(DEFAULT_MODEL_DIR)
+        config = None
+        if arch == "xumx-slicq" and hidden_channels:
+            config = {"hidden_channels": [int(h) for h in hidden_channels]}
         try:
+            if config:
+                raise FileNotFoundError(folder)
             find_model(folder, arch)
             out[arch] = {"dir": folder, "weights": folder}
         except FileNotFoundError:
             torch.manual_seed(0)
             path = os.path.join(tmp, arch)
-            save_model(build_model(arch), path, arch)
-            out[arch] = {"dir": path, "weights": f"random (no {arch} model in {folder})"}
+            save_model(build_model(arch, config), path, arch)
+            why = f"hidden channels {config['hidden_channels']}" if config else f"no {arch} model in {folder}"
+            out[arch] = {"dir": path, "weights": f"random ({why})"}
     return out
 
 
@@ -317,6 +325,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--memory-config", choices=list(CONFIGS),
                         help="configuration of the memory runs (default: fastest full xumx-sliCQ path)")
     parser.add_argument("--model", help="xumx-sliCQ model folder (default pretrained-model/)")
+    parser.add_argument("--hidden-channels", type=int, nargs=2, metavar=("H1", "H2"),
+                        help="time a random-weight xumx-sliCQ with these hidden widths instead of --model (the cost "
+                             "of an architecture before it is trained; default: the --model folder's)")
     parser.add_argument("--umx-model", help="UMX model folder (default pretrained-model/)")
     parser.add_argument("--xumx-model", help="X-UMX model folder (default pretrained-model/)")
     parser.add_argument("--chunk-seconds", type=float, default=30.0, help="separator chunk length (30)")
@@ -351,7 +362,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.note:
         results["notes"].append(args.note)
     with tempfile.TemporaryDirectory() as tmp:
-        models = resolve_models({"xumx-slicq": args.model, "umx": args.umx_model, "xumx": args.xumx_model}, tmp)
+        models = resolve_models({"xumx-slicq": args.model, "umx": args.umx_model, "xumx": args.xumx_model}, tmp,
+                                args.hidden_channels)
         song = os.path.join(tmp, "song.wav")
         make_song(song, args.seconds / 60)
         runs: Dict[str, List[Dict]] = {c: [] for c in args.configs}

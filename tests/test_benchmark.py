@@ -543,3 +543,17 @@ def test_context_benchmark_settings_and_report():
     rows = context.summarise({"a": song})
     assert rows[0]["mdx_sdr_change_db"] == pytest.approx(exact["mdx_sdr"] - song["unchunked_mdx_sdr"])
     assert "processed / real" in context.table(rows)
+
+
+def test_speed_resolve_models_hidden_channels(tmp_path):
+    """``--hidden-channels``: a random xumx-sliCQ of that size is timed even when --model has weights (cost only);
+    the baselines still come from their folders (or random when absent)."""
+    from xumx_slicq.checkpoint import load_model
+
+    models = speed.resolve_models({"xumx-slicq": "pretrained-model", "umx": str(tmp_path / "none")},
+                                  str(tmp_path), hidden_channels=(16, 32))
+    model, _ = load_model(models["xumx-slicq"]["dir"], arch="xumx-slicq")
+    assert model.hidden_channels == (16, 32) and models["xumx-slicq"]["weights"] == "random (hidden channels [16, 32])"
+    assert models["umx"]["weights"].startswith("random (no umx model")
+    shipped = speed.resolve_models({"xumx-slicq": "pretrained-model"}, str(tmp_path / "b"))
+    assert shipped["xumx-slicq"] == {"dir": "pretrained-model", "weights": "pretrained-model"}
