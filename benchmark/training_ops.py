@@ -1,4 +1,5 @@
-"""Operators and time of one xumx-sliCQ training step: per-block network vs fused blocks (``xumx_slicq.fused``).
+"""Operators and time of one xumx-sliCQ training step: per-block network vs fused blocks (``xumx_slicq.fused``)
+and vs per-block networks of other hidden widths (``--hidden-channels``).
 
 A randomly initialised default model (train mode) on a random stereo batch. One step = the sliCQ of the mixture
 and of the targets, the model's forward, the loss (``MultiDomainLoss``, the training default: combination MSE +
@@ -13,6 +14,7 @@ the repeats), so load changes on a shared machine hit every variant alike.
 
     python -m benchmark training-ops --output benchmark/results/training_ops.json
     python -m benchmark training-ops --batch 32 --seconds 1 --repeats 3 --max-padding 1.25 1.5 2 --output out.json
+    python -m benchmark training-ops --batch 32 --repeats 2 --max-padding --hidden-channels 16 32 --output out.json
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def count_ops(fn) -> Dict[str, object]:
 
 
 def run(batch: int, seconds: float, repeats: int, max_padding: Sequence[float], threads: int, model_only: bool,
-        count_batch: Optional[int] = None) -> Dict[str, object]:
+        count_batch: Optional[int] = None, sizes: Sequence[Sequence[int]] = ()) -> Dict[str, object]:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     slicqt = SliCQT()
@@ -71,6 +73,9 @@ def run(batch: int, seconds: float, repeats: int, max_padding: Sequence[float], 
     variants = {"per_block": base}
     for bound in max_padding:
         variants[f"fused_{bound:g}"] = copy.deepcopy(base).set_fused(True, bound)
+    for h1, h2 in sizes:  # per-block networks of other hidden widths (same transform and loss)
+        torch.manual_seed(0)
+        variants[f"per_block_{h1}x{h2}"] = XUMXSliCQ(hidden_channels=(h1, h2)).train()
 
     def step(model: XUMXSliCQ, n: int = batch):
         """One training step on the first ``n`` items of the batch."""
@@ -138,8 +143,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, default=0,
                         help="timed steps per variant, interleaved, after each variant's warm-up (default 0: "
                              "count operators only)")
-    parser.add_argument("--max-padding", type=float, nargs="+", default=[DEFAULT_MAX_PADDING],
-                        help=f"fused variants: bucket bounds on padded / real work (default {DEFAULT_MAX_PADDING})")
+    parser.add_argument("--max-padding", type=float, nargs="*", default=[DEFAULT_MAX_PADDING],
+                        help=f"fused variants: bucket bounds on padded / real work (default {DEFAULT_MAX_PADDING}; "
+                             "none: no fused variant)")
+    parser.add_argument("--hidden-channels", type=int, nargs=2, action="append", default=[], metavar=("H1", "H2"),
+                        help="also a per-block network of these hidden widths (repeatable; e.g. 16 32)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help=f"torch threads (default {torch.get_num_threads()})")
     parser.add_argument("--model-only", action="store_true",
@@ -149,12 +157,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "it, the profiler's cost does)")
     parser.add_argument("--output", required=True, help="JSON file to write")
     args = parser.parse_args(argv)
-    if args.batch < 1 or args.seconds <= 0 or args.repeats < 0 or args.threads < 1 or min(args.max_padding) < 1:
-        print("error: need --batch >= 1, --seconds > 0, --repeats >= 0, --threads >= 1, --max-padding >= 1",
+    if (args.batch < 1 or args.seconds <= 0 or args.repeats < 0 or args.threads < 1
+            or min(args.max_padding, default=1) < 1 or min((h for p in args.hidden_channels for h in p), default=1) < 1):
+        print("error: need --batch >= 1, --seconds > 0, --repeats >= 0, --threads >= 1, --max-padding >= 1, "
+              "--hidden-channels >= 1",
               file=sys.stderr)
         return 2
     out = run(args.batch, args.seconds, args.repeats, args.max_padding, args.threads, args.model_only,
-              args.count_batch)
+              args.count_batch, args.hidden_channels)
     files.write_json(args.output, out)
     print(f"wrote {args.output}")
     return 0

@@ -557,3 +557,15 @@ def test_speed_resolve_models_hidden_channels(tmp_path):
     assert models["umx"]["weights"].startswith("random (no umx model")
     shipped = speed.resolve_models({"xumx-slicq": "pretrained-model"}, str(tmp_path / "b"))
     assert shipped["xumx-slicq"] == {"dir": "pretrained-model", "weights": "pretrained-model"}
+
+
+def test_training_ops_sizes_tiny():
+    """training-ops with a smaller per-block network as a variant: counted, timed, ratio to the default."""
+    from benchmark import training_ops
+
+    out = training_ops.run(batch=1, seconds=0.5, repeats=1, max_padding=[], threads=1, model_only=False,
+                           count_batch=1, sizes=[(4, 6)])
+    assert set(out["variants"]) == {"per_block", "per_block_4x6"}
+    small = out["variants"]["per_block_4x6"]
+    assert small["training_step_ops"]["top_level"] > 0 and small["step_s"]["best"] > 0
+    assert out["variants"]["per_block"]["step_ratio_to_per_block"] == 1.0 and small["step_ratio_to_per_block"] > 0
