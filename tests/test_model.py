@@ -352,3 +352,30 @@ def test_inference_and_training_paths_agree():
     slow = model(mags)
     for a, b in zip(fast, slow):
         torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_training_path_channels_last_same_gradients():
+    """The training path runs the layers on a channels-last input: same outputs and gradients as the layers on
+    the plain (contiguous) input."""
+    import copy
+
+    from xumx_slicq.model import BlockNet, overlap_add
+
+    torch.manual_seed(2)
+    net = BlockNet(nb_bins=12, nb_targets=4, hidden_channels=(4, 6), kernel=(3, 7)).train()
+    ref = copy.deepcopy(net)
+    mag = torch.rand(3, 2, 12, 4, 20)
+    out = net(mag)
+    # the reference: the same steps as BlockNet.forward, contiguous memory throughout
+    x = overlap_add(mag)
+    x = (x.unsqueeze(1) - ref.input_mean[:, None, :, None]) * ref.input_scale[:, None, :, None]
+    x = ref.layers(x.reshape(3, 8, 12, x.shape[-1]).contiguous())
+    assert x.is_contiguous()
+    expected = torch.sigmoid(ref.final(x))[..., : 4 * 20].reshape(out.shape)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    weights = torch.rand_like(out)
+    (out * weights).sum().backward()
+    (expected * weights).sum().backward()
+    for (name, a), b in zip(net.named_parameters(), ref.parameters()):
+        scale = float(b.grad.abs().max())  # float32 sums in another order: error relative to the gradient's scale
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4 * scale, msg=lambda m: f"{name}: {m}")
