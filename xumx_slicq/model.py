@@ -211,7 +211,7 @@ class BlockNet(nn.Module):
         # Inference computes the transposed convolutions as padded convolutions (faster on long inputs, lower peak
         # memory); training keeps the native ones, whose backward pass is faster (docs/export.md), on a
         # channels-last input: same values and shape, NHWC memory, which oneDNN's convolution backward runs
-        # 1.1-1.4x faster on CPU (docs/export.md, "Training step")
+        # 1.1-1.4x faster on CPU (docs/run2.md, "Why 16/32")
         as_conv = not torch.is_grad_enabled()
         if not as_conv:
             x = x.contiguous(memory_format=torch.channels_last)
