@@ -78,19 +78,21 @@ def train_step(model, mags):
 
 
 def check_train(ref, fused, mags):
-    """Training: float32 estimates and BatchNorm buffers against the per-block model; gradients in float64 (float32
+    """Training: float32 estimates against the per-block model; BatchNorm buffers and gradients in float64 (float32
     gradients of either execution stray up to ~1e-2 from the float64 ones on ill-conditioned blocks, so a float32
     comparison would measure rounding, not the fused layout)."""
-    est_r, _, buf_r = train_step(ref, mags)
-    est_f, _, buf_f = train_step(fused, mags)
+    ref64, fused64 = copy.deepcopy(ref).double(), copy.deepcopy(fused).double()
+    est_r, _, _ = train_step(ref, mags)
+    est_f, _, _ = train_step(fused, mags)
     assert rel(est_f, est_r) <= TOL
+    # BatchNorm buffers and gradients in float64: the per-block training path runs on channels-last memory, the
+    # fused one does not, so float32 batch means of near-cancelling channels differ by rounding (~1e-5 relative)
+    mags64 = [m.double() for m in mags]
+    _, g_r, buf_r = train_step(ref64, mags64)
+    _, g_f, buf_f = train_step(fused64, mags64)
     assert set(buf_f) == set(buf_r)
     for k in buf_r:
         assert torch.equal(buf_f[k], buf_r[k]) if "num_batches" in k else rel([buf_f[k]], [buf_r[k]]) <= TOL, k
-    ref64, fused64 = copy.deepcopy(ref).double(), copy.deepcopy(fused).double()
-    mags64 = [m.double() for m in mags]
-    _, g_r, _ = train_step(ref64, mags64)
-    _, g_f, _ = train_step(fused64, mags64)
     top = max(float(g.abs().max()) for g in g_r.values())
     for k in g_r:
         # relative to the parameter's own largest gradient; gradients that are zero up to rounding (input_mean
