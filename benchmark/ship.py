@@ -108,7 +108,7 @@ def run(models: Dict[str, PathLike], splits: Sequence[Tuple[str, pathlib.Path, s
                                      "per_target": {t: float(np.mean([r["sdr"][t] for r in rows])) for t in TARGETS},
                                      "per_song": rows, "seconds": round(time.perf_counter() - t0, 1)}
         if real:
-            entry["splits"]["real"] = {**score_real(separator)}
+            entry["splits"]["real"] = score_real(separator)
             log(f"{label}: real excerpt {entry['splits']['real']['mean']:.3f} dB")
         result["models"][label] = entry
     return result

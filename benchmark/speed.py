@@ -146,17 +146,18 @@ def resolve_models(requested: Dict[str, Optional[str]], tmp: str,
         config = None
         if arch == "xumx-slicq" and hidden_channels:
             config = {"hidden_channels": [int(h) for h in hidden_channels]}
-        try:
-            if config:
-                raise FileNotFoundError(folder)
-            find_model(folder, arch)
-            out[arch] = {"dir": folder, "weights": folder}
-        except FileNotFoundError:
-            torch.manual_seed(0)
-            path = os.path.join(tmp, arch)
-            save_model(build_model(arch, config), path, arch)
-            why = f"hidden channels {config['hidden_channels']}" if config else f"no {arch} model in {folder}"
-            out[arch] = {"dir": path, "weights": f"random ({why})"}
+        if config is None:
+            try:
+                find_model(folder, arch)
+                out[arch] = {"dir": folder, "weights": folder}
+                continue
+            except FileNotFoundError:
+                pass
+        torch.manual_seed(0)
+        path = os.path.join(tmp, arch)
+        save_model(build_model(arch, config), path, arch)
+        why = f"hidden channels {config['hidden_channels']}" if config else f"no {arch} model in {folder}"
+        out[arch] = {"dir": path, "weights": f"random ({why})"}
     return out
 
 
