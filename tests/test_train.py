@@ -101,3 +101,45 @@ def test_hidden_channels_option_builds_saves_and_guards_resume(tmp_path, corpus,
         trainer.main(["--root", str(corpus), "--output", str(tmp_path), "--debug", "--no-progress",
                       "--valid-seconds", "2", "--epochs", "2", "--resume"])
     assert "xumx_slicq.chkpnt" in str(err.value) and "--hidden-channels" in str(err.value)
+
+
+def test_init_from_prunes_a_saved_model_and_records_it(tmp_path, corpus):
+    """``--init-from DIR``: the run starts from DIR's weights pruned to ``--hidden-channels`` (exactly
+    ``prune_hidden_channels``), records where it started, keeps that record across ``--resume``; a model of
+    another configuration or a baseline architecture is a clear error."""
+    from xumx_slicq.checkpoint import save_model
+    from xumx_slicq.model import XUMXSliCQ
+    from xumx_slicq.pruning import prune_hidden_channels
+
+    from tests.helpers import randomise_batchnorm
+
+    torch.manual_seed(3)
+    source = randomise_batchnorm(XUMXSliCQ(hidden_channels=(8, 16)))
+    save_model(source, tmp_path / "wide", "xumx-slicq", examples_seen=1234)
+    narrow = XUMXSliCQ(hidden_channels=(4, 8))
+    info = trainer.init_from_model(narrow, str(tmp_path / "wide"), "xumx-slicq")
+    assert info == {"model": str(tmp_path / "wide"), "hidden_channels": [8, 16], "pruned": True,
+                    "examples_seen": 1234}
+    expected = prune_hidden_channels(source, (4, 8)).state_dict()
+    for key, value in narrow.state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
+
+    out = tmp_path / "run"
+    run(corpus, out, "xumx-slicq", "--epochs", "1", "--hidden-channels", "4", "8", "--init-from",
+        str(tmp_path / "wide"))
+    meta = json.loads((out / "xumx_slicq.json").read_text())
+    assert meta["init_from"]["hidden_channels"] == [8, 16] and meta["init_from"]["examples_seen"] == 1234
+    assert meta["config"]["hidden_channels"] == [4, 8]
+    run(corpus, out, "xumx-slicq", "--epochs", "2", "--hidden-channels", "4", "8", "--init-from",
+        str(tmp_path / "wide"), "--resume")
+    assert json.loads((out / "xumx_slicq.json").read_text())["init_from"]["pruned"] is True
+    assert torch.load(out / "xumx_slicq.chkpnt", weights_only=False)["epoch"] == 2
+
+    with pytest.raises(SystemExit, match=r"slicq_config.fbins 262 \(here 100\)"):
+        trainer.init_from_model(XUMXSliCQ(slicq_config={"fbins": 100}), str(tmp_path / "wide"), "xumx-slicq")
+    with pytest.raises(SystemExit, match="do not fit"):
+        trainer.init_from_model(XUMXSliCQ(hidden_channels=(8, 32)), str(tmp_path / "wide"), "xumx-slicq")
+    with pytest.raises(SystemExit, match="not umx"):
+        trainer.init_from_model(narrow, str(tmp_path / "wide"), "umx")
+    with pytest.raises(SystemExit, match="nowhere"):
+        trainer.init_from_model(narrow, str(tmp_path / "nowhere"), "xumx-slicq")

@@ -152,6 +152,42 @@ def make_task(args: argparse.Namespace, device: torch.device):
     return SliCQTask(args, device) if args.arch == "xumx-slicq" else BaselineTask(args, device)
 
 
+def init_from_model(model: nn.Module, model_dir: str, arch: str) -> Dict[str, Any]:
+    """Load a saved xumx-sliCQ model's weights into ``model`` (in place), pruned to ``model``'s hidden widths.
+
+    The saved model must have the same configuration as ``model`` except for wider (or equal) hidden widths.
+    Returns what is recorded about the start: folder, its widths, the examples it had seen, whether it was pruned.
+    """
+    from xumx_slicq.pruning import prune_hidden_channels
+
+    if arch != "xumx-slicq":
+        raise SystemExit(f"error: --init-from is for xumx-slicq models, not {arch}")
+    try:
+        source, meta = checkpoint.load_model(model_dir, arch="xumx-slicq")
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"error: --init-from {model_dir}: {exc}") from None
+    ours, theirs = model.get_config(), source.get_config()
+    differ = []
+    for key in sorted(k for k in ours if k != "hidden_channels"):
+        a, b = ours[key], theirs.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):  # e.g. slicq_config: name the entries that differ
+            differ += [f"{key}.{k} {b.get(k)!r} (here {a.get(k)!r})" for k in sorted(a) if a.get(k) != b.get(k)]
+        elif a != b:
+            differ.append(f"{key} {b!r} (here {a!r})")
+    if differ:
+        raise SystemExit(f"error: --init-from {model_dir}: the model has {', '.join(differ)}; only the hidden "
+                         f"widths may differ")
+    target = tuple(model.hidden_channels)
+    pruned = tuple(source.hidden_channels) != target
+    try:
+        start = prune_hidden_channels(source, target) if pruned else source
+    except ValueError as exc:
+        raise SystemExit(f"error: --init-from {model_dir}: {exc}") from None
+    model.load_state_dict(start.state_dict())
+    return {"model": str(model_dir), "hidden_channels": list(source.hidden_channels), "pruned": pruned,
+            "examples_seen": meta.get("examples_seen")}
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------------------
@@ -313,6 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hidden-channels", type=int, nargs=2, default=[25, 55], metavar=("H1", "H2"),
                    help="xumx-slicq only: channels of the two hidden layers per target and block (default 25 55, "
                         "the original; 16 32 costs 1.93 instead of 5.05 GMAC per second of audio)")
+    g.add_argument("--init-from", default=None, metavar="MODEL_DIR",
+                   help="xumx-slicq only: start from a saved model's weights instead of random ones (e.g. "
+                        "pretrained-model); a wider model is pruned to --hidden-channels, keeping each layer's "
+                        "most important channels (xumx_slicq.pruning). Ignored when --resume finds a checkpoint")
     g.add_argument("--mcoef", type=float, default=None,
                    help="weight of the time-domain loss (default 0.1 for xumx-slicq, 10 for xumx; 0 disables)")
     g.add_argument("--fused", action=argparse.BooleanOptionalAction, default=False,
@@ -446,6 +486,7 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, device: torch
     stopper = EarlyStopping(args.patience)
     history: List[Dict[str, Any]] = []
     start_epoch, examples_seen, elapsed_before = 1, 0, 0.0
+    init_info: Optional[Dict[str, Any]] = None  # where the weights started (--init-from), kept across resumes
 
     # rank 0 reads the checkpoint (if any) and sends it to the others: no shared output folder is needed
     state = None
@@ -469,6 +510,7 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, device: torch
         start_epoch = state["epoch"] + 1
         examples_seen = state["examples_seen"]
         elapsed_before = state["elapsed_seconds"]
+        init_info = state.get("init_from")
         if not ctx.enabled:
             set_rng_state(state["rng"])
         else:
@@ -485,7 +527,14 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, device: torch
             print(f"resumed from {chkpnt_path} at epoch {start_epoch} ({examples_seen} examples seen{note})")
         del state
     else:
-        if is_main:
+        if args.init_from:
+            init_info = init_from_model(task.model, args.init_from, args.arch)
+            if is_main:
+                print(f"weights from {args.init_from} ({init_info['hidden_channels'][0]}/"
+                      f"{init_info['hidden_channels'][1]}, {init_info['examples_seen']} examples seen; "
+                      f"{'pruned to' if init_info['pruned'] else 'kept at'} "
+                      f"{'/'.join(map(str, args.hidden_channels))}); input mean/scale are the model's")
+        elif is_main:
             n = task.init_scaler(train_set, args.stats_tracks, progress=args.progress)
             print(f"input mean/scale initialised from {n} training chunks")
         distributed.broadcast_module_state(model, ctx)  # rank 0's statistics on every rank
@@ -574,6 +623,8 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, device: torch
                             best_valid_loss=stopper.best, data=data_desc, git_commit=git_commit(),
                             examples_seen=examples_seen, elapsed_seconds=elapsed,
                             device=str(device), torch=torch.__version__)
+                if init_info is not None:
+                    meta["init_from"] = init_info
                 if ctx.enabled:
                     meta["distributed"] = {"world_size": world, "backend": ctx.backend,
                                            "batch_per_process": args.batch_size,
@@ -586,6 +637,7 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, device: torch
                     "early_stopping": stopper.state_dict(), "history": history,
                     "examples_seen": examples_seen, "elapsed_seconds": elapsed,
                     "rng": rng_all[0] if ctx.enabled else rng_state(), "args": vars(args),
+                    "init_from": init_info,
                 }
                 if ctx.enabled:  # extra keys only in distributed checkpoints
                     chk["world_size"] = world
