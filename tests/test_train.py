@@ -139,7 +139,25 @@ def test_init_from_prunes_a_saved_model_and_records_it(tmp_path, corpus):
         trainer.init_from_model(XUMXSliCQ(slicq_config={"fbins": 100}), str(tmp_path / "wide"), "xumx-slicq")
     with pytest.raises(SystemExit, match="do not fit"):
         trainer.init_from_model(XUMXSliCQ(hidden_channels=(8, 32)), str(tmp_path / "wide"), "xumx-slicq")
-    with pytest.raises(SystemExit, match="not umx"):
+    with pytest.raises(SystemExit, match="expected umx.json"):
         trainer.init_from_model(narrow, str(tmp_path / "wide"), "umx")
     with pytest.raises(SystemExit, match="nowhere"):
         trainer.init_from_model(narrow, str(tmp_path / "nowhere"), "xumx-slicq")
+
+
+def test_init_from_a_baseline_loads_its_weights(tmp_path):
+    """A baseline starts from a saved baseline of the same configuration (weights equal); another configuration
+    is a clear error naming the entry that differs."""
+    from xumx_slicq.baselines import build_baseline
+    from xumx_slicq.checkpoint import save_model
+
+    torch.manual_seed(4)
+    source = build_baseline("umx", {"hidden_size": 16})
+    save_model(source, tmp_path, "umx", examples_seen=99)
+    model = build_baseline("umx", {"hidden_size": 16})
+    info = trainer.init_from_model(model, str(tmp_path), "umx")
+    assert info == {"model": str(tmp_path), "pruned": False, "examples_seen": 99}
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, source.state_dict()[key], rtol=0, atol=0, msg=key)
+    with pytest.raises(SystemExit, match=r"hidden_size 16 \(here 32\); the configurations must be equal"):
+        trainer.init_from_model(build_baseline("umx", {"hidden_size": 32}), str(tmp_path), "umx")

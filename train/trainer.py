@@ -153,39 +153,43 @@ def make_task(args: argparse.Namespace, device: torch.device):
 
 
 def init_from_model(model: nn.Module, model_dir: str, arch: str) -> Dict[str, Any]:
-    """Load a saved xumx-sliCQ model's weights into ``model`` (in place), pruned to ``model``'s hidden widths.
+    """Load a saved model's weights into ``model`` (in place): the start of a run with ``--init-from``.
 
-    The saved model must have the same configuration as ``model`` except for wider (or equal) hidden widths.
-    Returns what is recorded about the start: folder, its widths, the examples it had seen, whether it was pruned.
+    The saved model must be of ``arch`` and have ``model``'s configuration. An xumx-sliCQ model may be wider: it
+    is pruned to ``model``'s hidden widths (:func:`xumx_slicq.pruning.prune_hidden_channels`). Returns what is
+    recorded about the start: folder, the source's hidden widths (xumx-sliCQ), whether it was pruned, and the
+    examples the source had seen.
     """
     from xumx_slicq.pruning import prune_hidden_channels
 
-    if arch != "xumx-slicq":
-        raise SystemExit(f"error: --init-from is for xumx-slicq models, not {arch}")
     try:
-        source, meta = checkpoint.load_model(model_dir, arch="xumx-slicq")
+        source, meta = checkpoint.load_model(model_dir, arch=arch)
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"error: --init-from {model_dir}: {exc}") from None
+    widths = "hidden_channels" if arch == "xumx-slicq" else None  # the one entry allowed to differ
     ours, theirs = model.get_config(), source.get_config()
     differ = []
-    for key in sorted(k for k in ours if k != "hidden_channels"):
+    for key in sorted(k for k in ours if k != widths):
         a, b = ours[key], theirs.get(key)
         if isinstance(a, dict) and isinstance(b, dict):  # e.g. slicq_config: name the entries that differ
             differ += [f"{key}.{k} {b.get(k)!r} (here {a.get(k)!r})" for k in sorted(a) if a.get(k) != b.get(k)]
         elif a != b:
             differ.append(f"{key} {b!r} (here {a!r})")
     if differ:
-        raise SystemExit(f"error: --init-from {model_dir}: the model has {', '.join(differ)}; only the hidden "
-                         f"widths may differ")
-    target = tuple(model.hidden_channels)
-    pruned = tuple(source.hidden_channels) != target
-    try:
-        start = prune_hidden_channels(source, target) if pruned else source
-    except ValueError as exc:
-        raise SystemExit(f"error: --init-from {model_dir}: {exc}") from None
+        allowed = "only the hidden widths may differ" if widths else "the configurations must be equal"
+        raise SystemExit(f"error: --init-from {model_dir}: the model has {', '.join(differ)}; {allowed}")
+    info: Dict[str, Any] = {"model": str(model_dir), "pruned": False, "examples_seen": meta.get("examples_seen")}
+    start = source
+    if widths:
+        info["hidden_channels"] = list(source.hidden_channels)
+        if tuple(source.hidden_channels) != tuple(model.hidden_channels):
+            try:
+                start = prune_hidden_channels(source, model.hidden_channels)
+            except ValueError as exc:
+                raise SystemExit(f"error: --init-from {model_dir}: {exc}") from None
+            info["pruned"] = True
     model.load_state_dict(start.state_dict())
-    return {"model": str(model_dir), "hidden_channels": list(source.hidden_channels), "pruned": pruned,
-            "examples_seen": meta.get("examples_seen")}
+    return info
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -350,9 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="xumx-slicq only: channels of the two hidden layers per target and block (default 25 55, "
                         "the original; 16 32 costs 1.93 instead of 5.05 GMAC per second of audio)")
     g.add_argument("--init-from", default=None, metavar="MODEL_DIR",
-                   help="xumx-slicq only: start from a saved model's weights instead of random ones (e.g. "
-                        "pretrained-model); a wider model is pruned to --hidden-channels, keeping each layer's "
-                        "most important channels (xumx_slicq.pruning). Ignored when --resume finds a checkpoint")
+                   help="start from a saved model's weights (same architecture and configuration) instead of "
+                        "random ones, e.g. pretrained-model; a wider xumx-slicq model is pruned to "
+                        "--hidden-channels, keeping each layer's most important channels (xumx_slicq.pruning). "
+                        "Ignored when --resume finds a checkpoint")
     g.add_argument("--mcoef", type=float, default=None,
                    help="weight of the time-domain loss (default 0.1 for xumx-slicq, 10 for xumx; 0 disables)")
     g.add_argument("--fused", action=argparse.BooleanOptionalAction, default=False,
@@ -530,10 +535,10 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, device: torch
         if args.init_from:
             init_info = init_from_model(task.model, args.init_from, args.arch)
             if is_main:
-                print(f"weights from {args.init_from} ({init_info['hidden_channels'][0]}/"
-                      f"{init_info['hidden_channels'][1]}, {init_info['examples_seen']} examples seen; "
-                      f"{'pruned to' if init_info['pruned'] else 'kept at'} "
-                      f"{'/'.join(map(str, args.hidden_channels))}); input mean/scale are the model's")
+                how = (f"pruned from {'/'.join(map(str, init_info['hidden_channels']))} to "
+                       f"{'/'.join(map(str, args.hidden_channels))}; " if init_info["pruned"] else "")
+                print(f"weights from {args.init_from} ({how}{init_info['examples_seen']} examples seen); "
+                      f"input mean/scale are the model's")
         elif is_main:
             n = task.init_scaler(train_set, args.stats_tracks, progress=args.progress)
             print(f"input mean/scale initialised from {n} training chunks")
