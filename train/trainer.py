@@ -642,8 +642,9 @@ def _train(args: argparse.Namespace, ctx: distributed.DistContext, device: torch
                     "early_stopping": stopper.state_dict(), "history": history,
                     "examples_seen": examples_seen, "elapsed_seconds": elapsed,
                     "rng": rng_all[0] if ctx.enabled else rng_state(), "args": vars(args),
-                    "init_from": init_info,
                 }
+                if init_info is not None:  # only in runs started with --init-from
+                    chk["init_from"] = init_info
                 if ctx.enabled:  # extra keys only in distributed checkpoints
                     chk["world_size"] = world
                     chk["rng_per_rank"] = rng_all
