@@ -40,25 +40,36 @@ def test_keeping_every_channel_is_the_identity():
     assert_same_outputs(model, same, magnitudes(model))
 
 
+#: the three hidden activations of a BlockNet: (BatchNorm index, next layer index, axis of the next layer's weight
+#: that reads the activation's channels: 1 for the conv, 0 for the transposed convs), and which width they have
+HIDDEN = ((1, 3, 1, 0), (4, 6, 0, 1), (7, 9, 0, 0))
+
+
+def removed_channels(model, kept, seed):
+    """Per block and hidden activation, a random set of ``h - k`` channels of every target to make removable:
+    yields ``(net, bn_index, next_index, axis, target, width, channel)``."""
+    g = torch.Generator().manual_seed(seed)
+    for net in model.nets:
+        for bn_i, next_i, axis, which in HIDDEN:
+            h, k = model.hidden_channels[which], kept[which]
+            for j in range(net.nb_targets):
+                for c in torch.randperm(h, generator=g)[: h - k].tolist():
+                    yield net, bn_i, next_i, axis, j, h, c
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_removing_dead_channels_changes_nothing(seed):
     """Hidden channels whose BatchNorm scale and shift are both zero output exactly zero after the ReLU: a model
     with only ``k`` live channels per layer and target equals its pruning to ``k`` channels."""
-    (h1, h2), (k1, k2) = (6, 8), (3, 5)
-    model = model_of((h1, h2), seed)
-    g = torch.Generator().manual_seed(100 + seed)
+    kept = (3, 5)
+    model = model_of((6, 8), seed)
     with torch.no_grad():
-        for net in model.nets:
-            t = net.nb_targets
-            for index, (h, k) in zip((1, 4, 7), ((h1, k1), (h2, k2), (h1, k1))):
-                bn = net.layers[index]
-                # per target, a random set of h - k channels goes dead
-                dead = torch.cat([torch.randperm(h, generator=g)[: h - k] + j * h for j in range(t)])
-                bn.weight[dead] = 0.0
-                bn.bias[dead] = 0.0
-    small = prune_hidden_channels(model, (k1, k2))
-    assert small.hidden_channels == (k1, k2)
-    assert small.nets[0].layers[0].out_channels == small.nets[0].nb_targets * k1
+        for net, bn_i, _, _, j, h, c in removed_channels(model, kept, 100 + seed):
+            net.layers[bn_i].weight[j * h + c] = 0.0
+            net.layers[bn_i].bias[j * h + c] = 0.0
+    small = prune_hidden_channels(model, kept)
+    assert small.hidden_channels == kept
+    assert small.nets[0].layers[0].out_channels == small.nets[0].nb_targets * kept[0]
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
     assert_same_outputs(model, small, magnitudes(model, seed))
 
@@ -105,22 +116,18 @@ def test_wider_or_empty_widths_are_refused():
 def test_removing_unread_channels_changes_nothing(seed):
     """Hidden channels that the next layer reads with all-zero weights contribute nothing, however large their
     BatchNorm scale: they are the ones pruned (the importance reads the right axis of each next layer)."""
-    (h1, h2), (k1, k2) = (6, 8), (4, 5)
-    model = model_of((h1, h2), seed)
-    g = torch.Generator().manual_seed(200 + seed)
+    kept = (4, 5)
+    model = model_of((6, 8), seed)
     with torch.no_grad():
         for net in model.nets:
-            t = net.nb_targets
-            # (BatchNorm index, next layer index, width, kept, axis of the next weight that reads the channel)
-            for bn_i, next_i, h, k, axis in ((1, 3, h1, k1, 1), (4, 6, h2, k2, 0), (7, 9, h1, k1, 0)):
-                w = net.layers[next_i].weight
+            for bn_i, _, _, _ in HIDDEN:
                 net.layers[bn_i].weight.mul_(0.1)  # live channels: small scales
-                for j in range(t):
-                    for c in torch.randperm(h, generator=g)[: h - k].tolist():
-                        net.layers[bn_i].weight[j * h + c] = 10.0  # unread channels: large scales
-                        if axis == 1:  # conv: column c of group j's rows
-                            rows = w.shape[0] // t
-                            w[j * rows : (j + 1) * rows, c] = 0.0
-                        else:  # transposed conv: row c of group j
-                            w[j * h + c] = 0.0
-    assert_same_outputs(model, prune_hidden_channels(model, (k1, k2)), magnitudes(model, seed))
+        for net, bn_i, next_i, axis, j, h, c in removed_channels(model, kept, 200 + seed):
+            net.layers[bn_i].weight[j * h + c] = 10.0  # unread channels: large scales
+            w = net.layers[next_i].weight
+            if axis == 1:  # conv (targets * h_out, h, kf, kt): column c of target j's rows
+                rows = w.shape[0] // net.nb_targets
+                w[j * rows : (j + 1) * rows, c] = 0.0
+            else:  # transposed conv (targets * h, h_out, kf, kt): row c of target j
+                w[j * h + c] = 0.0
+    assert_same_outputs(model, prune_hidden_channels(model, kept), magnitudes(model, seed))
