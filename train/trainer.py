@@ -1,4 +1,5 @@
-"""Training from scratch: xumx-sliCQ, UMX or X-UMX on a folder in MUSDB18-HQ layout (real or synthetic).
+"""Training xumx-sliCQ, UMX or X-UMX on a folder in MUSDB18-HQ layout (real or synthetic), from random weights or
+from a saved model's (``--init-from``; a wider xumx-sliCQ is pruned to the run's hidden widths).
 
 Defaults are the original xumx-sliCQ recipe: Adam (lr 1e-3, weight decay 1e-5), ReduceLROnPlateau on the
 validation loss (factor 0.3, patience 80, cooldown 10), batch 32, 1 s chunks, 64 chunks per track and epoch,
