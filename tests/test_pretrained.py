@@ -66,3 +66,19 @@ def test_shipped_int8_network_is_gated_for_the_shipped_weights():
     assert gate["threshold_db"] == DEFAULT_THRESHOLD_DB and len(gate["sets"]) == 2
     assert all(s["passed"] and s["loss_db"] <= gate["threshold_db"] for s in gate["sets"].values())
     assert (folder / INT8_NAME).stat().st_size < 10 * 2**20 and (folder / "xumx_slicq.pth").stat().st_size < 30e6
+
+
+def test_shipped_float32_network_is_current_for_the_shipped_weights():
+    """The shipped float32 ONNX file was exported from exactly the shipped weights (its sidecar's digest), passed
+    the export's parity check, and ``onnx_for_model`` uses it instead of exporting into the cache."""
+    from xumx_slicq.backends import onnx_for_model
+    from xumx_slicq.checkpoint import load_model
+    from xumx_slicq.onnx_backend import ONNX_NAME, is_current, read_sidecar
+
+    folder = ROOT / "pretrained-model"
+    model, _ = load_model(folder, arch="xumx-slicq")
+    assert is_current(folder / ONNX_NAME, model)
+    assert read_sidecar(folder / ONNX_NAME)["parity"]["max_relative"] <= 1e-4
+    assert onnx_for_model(model, folder, export=False) == folder / ONNX_NAME
+    total = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    assert total < 30 * 2**20, f"pretrained-model/ holds {total / 2**20:.1f} MiB"
