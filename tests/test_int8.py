@@ -105,7 +105,8 @@ def _self_consistent_set(model, float_path, corpus, dest):
 
 def test_gate_refuses_a_broken_quantization_with_the_numbers(setup, tmp_path):
     """Calibrated on magnitudes 1e4 too large, the activations lose their resolution: the SDR drops (measured:
-    41.3 -> 14.1 dB) and nothing is written; the honest calibration passes the same gate (loss 0.8 dB)."""
+    41.3 -> 14.1 dB) and nothing is written; the honest calibration passes the same gate and loses far less (its
+    loss may be slightly negative: 0.8 dB on the Intel machine, -0.02 dB on an AMD EPYC)."""
     model, _, corpus, float_path, _, _ = setup
     gate = [str(_self_consistent_set(model, float_path, corpus, tmp_path / "gate"))]
     opts = dict(threshold=3.0, threads=1, chunk_seconds=1.5, chunks_per_track=2)
@@ -117,7 +118,8 @@ def test_gate_refuses_a_broken_quantization_with_the_numbers(setup, tmp_path):
     assert not figures["passed"] and figures["sets"][gate[0]]["loss_db"] > 3.0 and figures["threshold_db"] == 3.0
     assert not dest.exists() or list(dest.iterdir()) == []
     meta = build_int8(model, tmp_path / "honest", float_path, corpus, gate, **opts)
-    assert meta["gate"]["passed"] and 0 < meta["gate"]["sets"][gate[0]]["loss_db"] < 3.0
+    honest_loss = meta["gate"]["sets"][gate[0]]["loss_db"]
+    assert meta["gate"]["passed"] and honest_loss < 3.0 < figures["sets"][gate[0]]["loss_db"]
     assert (tmp_path / "honest" / INT8_NAME).is_file()
 
 
