@@ -172,9 +172,10 @@ def test_watchdog_falls_back_when_wiener_is_slow(engine, tmp_path, monkeypatch):
     assert len(chunks) == 4, chunks
     assert 4 * delay > budget * (1 - engine.safety)  # staying on Wiener-EM could not fit
     assert chunks[0] == "wiener-torch-1", chunks  # measured as cheap at calibration: tried first
-    assert chunks[-1] == "no-wiener", chunks  # then dropped, and never taken up again
-    k = chunks.index("no-wiener")
-    assert set(chunks[:k]) == {"wiener-torch-1"} and set(chunks[k:]) == {"no-wiener"}, chunks
+    assert "no-wiener" in chunks and set(chunks) == {"wiener-torch-1", "no-wiener"}, chunks  # then dropped
+    # choose_path takes the best path that still fits for each chunk: on a fast machine the time saved by a
+    # no-Wiener chunk can pay for Wiener-EM on the last one, so the order after the first drop is not fixed
+    assert chunks.count("wiener-torch-1") * delay < budget, chunks
     assert result.time < budget and not result.emergency, (result.time, chunks)
     # reported: every no-wiener chunk is listed as degraded by the time budget, and a warning says so
     assert result.degraded
