@@ -206,7 +206,13 @@ def test_budget_fallback_is_reported_as_degraded(model_dir, tmp_path, monkeypatc
     assert bad and all(c["path"] in ("no-wiener", "mixture/4") and c["reason"].startswith("time budget")
                        for c in bad)
     assert [c["chunk"] for c in bad] == [i for i, p in enumerate(rec["chunks"]) if p != "wiener-torch-1"]
-    assert bad[-1]["end_s"] == pytest.approx(8.0)
+    # every record names its chunk's span of the song; Wiener-EM may be taken up again by a later chunk when the
+    # time saved allows it, so the last degraded chunk need not be the song's last
+    spans = [(c["start_s"], c["end_s"]) for c in bad]
+    assert all(0.0 <= a < b <= 8.0 for a, b in spans)
+    assert all(b1 <= a2 for (_, b1), (a2, _) in zip(spans, spans[1:]))
+    if bad[-1]["chunk"] == len(rec["chunks"]) - 1:
+        assert bad[-1]["end_s"] == pytest.approx(8.0)
     assert any("DEGRADED" in w for w in rec["warnings"])
     assert "warning: " in err and "DEGRADED" in err and "slow" in err
     assert summary(out)[1]["degraded_songs"] == ["slow"]
