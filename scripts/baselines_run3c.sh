@@ -17,17 +17,8 @@ THREADS=${THREADS:-2}
 FINETUNE_EXAMPLES=${FINETUNE_EXAMPLES:-15744}
 PYTHON=${PYTHON:-.venv/bin/python}
 
-spent() {  # spent DIR EXAMPLES: exit 0 when DIR/history.json has seen EXAMPLES
-    "$PYTHON" - "$1" "$2" <<'PY'
-import json, pathlib, sys
-history = pathlib.Path(sys.argv[1]) / "history.json"
-records = json.loads(history.read_text()) if history.is_file() else []
-sys.exit(0 if records and records[-1]["examples_seen"] >= int(sys.argv[2]) else 1)
-PY
-}
-
 stage1="$OUT/$arch-run1"
-if spent "$stage1" 30912; then
+if "$PYTHON" scripts/budget_spent.py "$stage1" 30912; then
     echo "== $arch stage 1: done ($stage1)"
 else
     echo "== $arch stage 1 -> $stage1 ($(date -u +%FT%TZ))"
@@ -35,7 +26,7 @@ else
         --stats-tracks 64 --workers 1 --threads "$THREADS" --max-examples 30912 --resume --no-progress --device cpu
 fi
 stage2="$OUT/$arch"
-if spent "$stage2" "$FINETUNE_EXAMPLES"; then
+if "$PYTHON" scripts/budget_spent.py "$stage2" "$FINETUNE_EXAMPLES"; then
     echo "== $arch stage 2: done ($stage2)"
 else
     echo "== $arch stage 2 -> $stage2 ($(date -u +%FT%TZ))"

@@ -21,16 +21,7 @@ PYTHON=${PYTHON:-.venv/bin/python}
 for arch in ${ARCHS:-xumx-slicq umx xumx}; do
     out="$OUT/$arch"
     # a model whose budget is spent is done: do not train it further on a rerun
-    if "$PYTHON" - "$out" "$EXAMPLES" "$HOURS" <<'PY'
-import json, pathlib, sys
-history = pathlib.Path(sys.argv[1]) / "history.json"
-if not history.is_file():
-    sys.exit(1)
-records = json.loads(history.read_text())
-spent_hours = sum(r["epoch_seconds"] for r in records) / 3600
-done = records and (records[-1]["examples_seen"] >= int(sys.argv[2]) or spent_hours >= float(sys.argv[3]))
-sys.exit(0 if done else 1)
-PY
+    if "$PYTHON" scripts/budget_spent.py "$out" "$EXAMPLES" "$HOURS"
     then
         echo "== $arch: budget ($EXAMPLES examples or $HOURS h) already spent, skipping ($out)"
         continue

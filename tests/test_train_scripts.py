@@ -89,3 +89,19 @@ def test_no_architecture_is_an_error(tmp_path, fake_python):
     result = subprocess.run(["bash", str(SCRIPT)], env=dict(os.environ, OUT=str(tmp_path), PYTHON=str(python)),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "usage" in result.stderr and not calls(log)
+
+
+def test_budget_spent_by_examples_or_hours(tmp_path):
+    """scripts/budget_spent.py, shared by train_compare.sh and baselines_run3c.sh: spent at the example budget or
+    at the hour budget, not before, and not without a history."""
+    helper = Path(__file__).resolve().parents[1] / "scripts" / "budget_spent.py"
+
+    def spent(*args):
+        return subprocess.run([sys.executable, str(helper), str(tmp_path), *map(str, args)], timeout=60).returncode
+
+    assert spent(100) == 1  # no history yet
+    (tmp_path / "history.json").write_text(json.dumps([{"examples_seen": 64, "epoch_seconds": 1800},
+                                                       {"examples_seen": 128, "epoch_seconds": 1800}]))
+    assert spent(128) == 0 and spent(129) == 1
+    assert spent(129, 1.0) == 0 and spent(129, 1.5) == 1
+    assert subprocess.run([sys.executable, str(helper)], capture_output=True, timeout=60).returncode == 2
